@@ -1,0 +1,40 @@
+"""The committed colour product-icon set (``data/product-icons/``): 3D emoji renders and flat clip art."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable
+
+from ..paths import repo_root
+from .catalog import CatalogDataset
+
+__all__ = ["product_icons_dir", "load_product_icons", "icon_groups"]
+
+
+def product_icons_dir() -> Path:
+    """The folder of the committed product-icon set (needs a prodvision checkout)."""
+    root = repo_root()
+    folder = root / "data" / "product-icons" if root else None
+    if folder is None or not folder.is_dir():
+        raise FileNotFoundError(
+            "data/product-icons/ was not found: the product-icon set ships with the prodvision repository; "
+            "run from inside a checkout (git clone ...) or pass the folder to CatalogDataset.from_folder()."
+        )
+    return folder
+
+
+def load_product_icons(*, transform: Callable | None = None, verify: bool = True) -> CatalogDataset:
+    """The product-icon set through the ImageFolder loader (RGB PNGs, one folder per class)."""
+    return CatalogDataset.from_folder(product_icons_dir(), transform=transform, verify=verify)
+
+
+def icon_groups(ds: CatalogDataset) -> list[str]:
+    """A group id per sample (the source image it was made from), for splits that keep variants together."""
+    manifest = Path(ds.root) / "MANIFEST.csv"
+    groups = {}
+    if manifest.is_file():
+        with open(manifest, newline="") as fh:
+            for row in csv.DictReader(fh):
+                groups[row["path"]] = row.get("origin") or row["path"]
+    return [groups.get(str(Path(p).relative_to(ds.root)), p) for p, _ in ds.samples]
