@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate_loss_acc", "make_loader", "resolve_device", "seed_everything",
-           "seed_worker", "make_optimizer", "make_scheduler", "deterministic_mode"]
+           "seed_worker", "make_optimizer", "make_scheduler", "deterministic_mode", "lr_find"]
 
 
 @dataclass(frozen=True)
@@ -367,3 +367,63 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
     if best_state is not None and val_loader is not None:
         model.load_state_dict(best_state)
     return hist
+
+
+def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig, *, start_lr: float = 1e-6,
+            end_lr: float = 10.0, num_iter: int = 100, diverge: float = 4.0, beta: float = 0.9,
+            progress: bool = True) -> dict[str, Any]:
+    """LR range test (Smith, 2017): raise the learning rate exponentially each step and record the loss.
+
+    The model and optimiser state are restored afterwards. Stops early once the smoothed loss exceeds
+    ``diverge`` times its minimum.
+
+    Returns:
+        ``{"lrs": array, "losses": smoothed losses, "suggestion": lr}`` where the suggestion is the point of
+        steepest descent of the smoothed loss (a common default for the peak LR of a one-cycle schedule).
+    """
+    from tqdm.auto import tqdm
+
+    device = resolve_device(cfg.device)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    was = model.training
+    model.to(device).train()
+    opt = make_optimizer(model, TrainConfig(**{**cfg.to_dict(), "lr": start_lr}))
+    ratios = [g["lr"] / start_lr for g in opt.param_groups]  # keeps discriminative LRs in proportion
+    gamma = (end_lr / start_lr) ** (1 / max(num_iter - 1, 1))
+    loader = make_loader(train_data, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed)
+    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    lrs, losses, avg, best = [], [], 0.0, math.inf
+    seed_everything(cfg.seed)
+    it, step = iter(loader), 0
+    bar = tqdm(total=num_iter, desc="lr_find", leave=False, disable=not progress)
+    with deterministic_mode(device.type == "cpu"):
+        while step < num_iter:
+            try:
+                x, y = next(it)
+            except StopIteration:
+                it = iter(loader)
+                x, y = next(it)
+            lr = start_lr * gamma ** step
+            for g, r in zip(opt.param_groups, ratios):
+                g["lr"] = lr * r
+            loss = crit(model(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            avg = beta * avg + (1 - beta) * float(loss.detach())
+            smooth = avg / (1 - beta ** (step + 1))
+            lrs.append(lr)
+            losses.append(smooth)
+            best = min(best, smooth)
+            step += 1
+            bar.update()
+            if not math.isfinite(smooth) or smooth > diverge * best:
+                break
+    bar.close()
+    model.load_state_dict(state)
+    model.train(was)
+    lrs_a, losses_a = np.array(lrs), np.array(losses)
+    grads = np.gradient(losses_a, np.log(lrs_a)) if len(lrs_a) > 2 else np.zeros_like(lrs_a)
+    skip = max(1, len(lrs_a) // 10)  # ignore the noisy start
+    i = skip + int(np.argmin(grads[skip:-1])) if len(lrs_a) > skip + 1 else 0
+    return {"lrs": lrs_a, "losses": losses_a, "suggestion": float(lrs_a[i])}

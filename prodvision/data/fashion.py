@@ -153,12 +153,15 @@ def _candidates(root: str | os.PathLike | None) -> list[tuple[str, Path]]:
 
 
 def find_fashion_mnist(root: str | os.PathLike | None = None) -> tuple[str, Path] | None:
-    """The first source folder that holds all four files, as ``(description, folder)``; None if there is none."""
+    """The first source folder that holds all four files, as ``(description, folder)``; None if there is none.
+
+    An explicit ``root`` that lacks the files is an error, not a reason to look elsewhere.
+    """
+    if root is not None and not all(_file_in(Path(root), stem) for stem in _FILES):
+        raise DatasetNotFoundError(f"{root}: does not hold the four Fashion-MNIST files {sorted(_FILES)} (.gz or not)")
     for desc, folder in _candidates(root):
         if all(_file_in(folder, stem) for stem in _FILES):
             return desc, folder
-    if root is not None:  # an explicit root that lacks the files is a user error, not a reason to look elsewhere
-        raise DatasetNotFoundError(f"{root}: does not hold the four Fashion-MNIST files {sorted(_FILES)} (.gz or not)")
     return None
 
 

@@ -1,0 +1,62 @@
+"""Run records: each notebook writes its headline numbers, parameters, seed, machine and wall time to
+``results/<notebook>.json``; ``scripts/run_notebooks.py`` gathers them into ``results/summary.json``."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RunRecord", "machine_info"]
+
+
+def machine_info() -> dict[str, Any]:
+    """What ran it: CPU model and count, threads, accelerator, Python/torch versions."""
+    import torch
+
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
+
+
+class RunRecord:
+    """Collects one notebook run's results; :meth:`save` writes ``results/<name>.json``.
+
+    Example::
+
+        run = RunRecord("06_evaluation", params={"epochs": 4, "seed": 0})
+        run.log(test_acc=0.921, macro_f1=0.92)
+        run.save()
+    """
+
+    def __init__(self, name: str, params: dict[str, Any] | None = None):
+        self.name, self.params = name, dict(params or {})
+        self.metrics: dict[str, Any] = {}
+        self._t0 = time.perf_counter()
+
+    def log(self, **metrics: Any) -> None:
+        for k, v in metrics.items():
+            self.metrics[k] = v.item() if hasattr(v, "item") else v
+
+    def save(self, folder: str | os.PathLike | None = None) -> Path:
+        from .paths import results_dir
+
+        folder = Path(folder) if folder is not None else results_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        rec = {"notebook": self.name, "metrics": self.metrics, "params": self.params,
+               "seed": self.params.get("seed"), "wall_time_s": round(time.perf_counter() - self._t0, 1),
+               "machine": machine_info()}
+        path = folder / f"{self.name}.json"
+        path.write_text(json.dumps(rec, indent=1, default=str) + "\n")
+        return path

@@ -1,0 +1,124 @@
+"""Execute every notebook in order with papermill, in place, and gather the run records.
+
+    python scripts/run_notebooks.py            # all notebooks/NN_*.ipynb in order
+    python scripts/run_notebooks.py 03 06      # only those whose names start with these prefixes
+
+Each notebook runs with its committed ``parameters`` defaults (what CI runs), from ``notebooks/`` as working
+directory. A notebook is executed into a temporary file and replaces the committed one only if it ran without
+error, so a failure never destroys the committed outputs (the failed copy is kept in ``runs/failed/``).
+Afterwards ``results/summary.json`` holds per-notebook runtimes, the total and the best Fashion-MNIST test accuracy,
+and the README's results table is regenerated from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NB_DIR, RESULTS, README = ROOT / "notebooks", ROOT / "results", ROOT / "README.md"
+
+
+def run(notebooks: list[Path]) -> dict[str, float]:
+    import papermill as pm
+
+    times = {}
+    for nb in notebooks:
+        print(f"== {nb.name}", flush=True)
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / nb.name
+            try:
+                pm.execute_notebook(str(nb), str(out), cwd=str(NB_DIR), kernel_name="python3", progress_bar=True,
+                                    request_save_on_cell_execute=False)
+            except Exception as e:  # papermill raises PapermillExecutionError; keep the evidence, stop the run
+                failed = ROOT / "runs" / "failed"
+                failed.mkdir(parents=True, exist_ok=True)
+                if out.exists():
+                    shutil.copy(out, failed / nb.name)
+                print(f"!! {nb.name} failed after {time.perf_counter() - t0:.0f} s: {e}\n"
+                      f"   the committed notebook is unchanged; the failed run is in runs/failed/{nb.name}",
+                      file=sys.stderr)
+                raise SystemExit(1)
+            shutil.copy(out, nb)
+        times[nb.stem] = round(time.perf_counter() - t0, 1)
+        print(f"   {nb.name}: {times[nb.stem]:.0f} s", flush=True)
+    return times
+
+
+def summarize(times: dict[str, float]) -> dict:
+    """Merge new runtimes into results/summary.json and compute the headline numbers from results/*.json."""
+    path = RESULTS / "summary.json"
+    old = json.loads(path.read_text()) if path.exists() else {}
+    runtimes = {**old.get("runtime_s", {}), **times}
+    runtimes = {k: runtimes[k] for k in sorted(runtimes) if (NB_DIR / f"{k}.ipynb").exists()}
+    best, best_nb, headlines = None, None, {}
+    for rec_path in sorted(RESULTS.glob("[0-9]*.json")):
+        rec = json.loads(rec_path.read_text())
+        m = rec.get("metrics", {})
+        headlines[rec["notebook"]] = {k: v for k, v in m.items() if isinstance(v, (int, float))}
+        acc = m.get("fashion_mnist_best_test_acc")
+        if acc is not None and (best is None or acc > best):
+            best, best_nb = acc, rec["notebook"]
+        machine = rec.get("machine", {})
+    summary = {"runtime_s": runtimes, "total_runtime_s": round(sum(runtimes.values()), 1),
+               "fashion_mnist_best_test_acc": best, "fashion_mnist_best_from": best_nb,
+               "machine": machine if headlines else {}, "headlines": headlines}
+    RESULTS.mkdir(exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def readme_table(summary: dict) -> str:
+    """Markdown for the README's results section."""
+    rows = ["| notebook | runtime (s) | headline numbers |", "|---|---:|---|"]
+    for nb, t in summary["runtime_s"].items():
+        h = summary["headlines"].get(nb, {})
+        shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in list(h.items())[:4])
+        rows.append(f"| `{nb}` | {t:.0f} | {shown} |")
+    m = summary.get("machine", {})
+    best = summary["fashion_mnist_best_test_acc"]
+    rows += ["", f"Total: **{summary['total_runtime_s'] / 60:.1f} min**. Best Fashion-MNIST test accuracy in the suite: "
+             f"**{best * 100:.2f}%** (`{summary['fashion_mnist_best_from']}`)." if best is not None else "",
+             f"Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}"
+             f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}."]
+    return "\n".join(rows)
+
+
+def update_readme(summary: dict) -> None:
+    text = README.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in text or end not in text:
+        print("README has no results markers; table not updated", file=sys.stderr)
+        return
+    new = re.sub(re.escape(start) + ".*?" + re.escape(end), start + "\n" + readme_table(summary) + "\n" + end, text,
+                 flags=re.S)
+    README.write_text(new)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("prefixes", nargs="*", help="run only notebooks whose names start with these")
+    args = ap.parse_args()
+    nbs = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+    if args.prefixes:
+        nbs = [nb for nb in nbs if any(nb.name.startswith(p) for p in args.prefixes)]
+    if not nbs:
+        raise SystemExit("no notebooks matched")
+    t0 = time.perf_counter()
+    times = run(nbs)
+    summary = summarize(times)
+    update_readme(summary)
+    print(f"== done: {len(nbs)} notebooks in {(time.perf_counter() - t0) / 60:.1f} min; "
+          f"suite total {summary['total_runtime_s'] / 60:.1f} min; "
+          f"best Fashion-MNIST test accuracy {summary['fashion_mnist_best_test_acc']}")
+
+
+if __name__ == "__main__":
+    main()

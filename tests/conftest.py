@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny, CPU-only, offline, seeded."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tiny_folder(tmp_path, rng):
+    """An ImageFolder of 16x16 PNGs: 3 classes x 6 images, plus the clutter real folders have."""
+    root = tmp_path / "catalog"
+    for c, colour in zip(["bag", "shoe", "shirt"], [(200, 30, 30), (30, 200, 30), (30, 30, 200)]):
+        (root / c).mkdir(parents=True)
+        for i in range(6):
+            arr = np.clip(np.array(colour) + rng.integers(-20, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    (root / ".ipynb_checkpoints").mkdir()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(root / ".ipynb_checkpoints" / "x.png")
+    (root / "bag" / "notes.txt").write_text("not an image")
+    (root / "shoe" / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (root / "shirt" / "empty.png").write_bytes(b"")
+    return root
+
+
+@pytest.fixture
+def tiny_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 3))

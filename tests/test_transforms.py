@@ -1,0 +1,77 @@
+"""Preprocessing presets (torchvision.transforms.v2) and their batched twins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+
+from prodvision.data import ArrayDataset
+from prodvision.transforms import AugmentConfig, BatchAugment, eval_transform, is_batchable, train_transform
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_eval_transform_shapes_for_pil_and_tensor(in_chans, rng):
+    t = eval_transform(size=32, in_chans=in_chans, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    rgb = Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8))
+    grey = tv_tensors.Image(torch.from_numpy(rng.integers(0, 255, (1, 28, 28), dtype=np.uint8)))
+    for x in (rgb, grey):
+        out = t(x)
+        assert out.shape == (in_chans, 32, 32) and out.dtype == torch.float32
+
+
+def test_eval_normalisation_values():
+    t = eval_transform(size=2, in_chans=1, mean=(0.5,), std=(0.5,))
+    x = tv_tensors.Image(torch.tensor([[[0, 255], [255, 0]]], dtype=torch.uint8))
+    torch.testing.assert_close(t(x), torch.tensor([[[-1.0, 1.0], [1.0, -1.0]]]))
+
+
+def test_presets_are_keyword_only():
+    with pytest.raises(TypeError):
+        eval_transform(32)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        train_transform(32)  # type: ignore[misc]
+
+
+def test_batched_eval_equals_per_image(rng):
+    images = rng.integers(0, 255, (20, 28, 28), dtype=np.uint8)
+    t = eval_transform(size=32, in_chans=3, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.4))
+    assert is_batchable(t)
+    ds = ArrayDataset(images, np.arange(20) % 10, [str(i) for i in range(10)], t)
+    batch = ds.__getitems__(list(range(20)))
+    for i, (x, y) in enumerate(batch):
+        torch.testing.assert_close(x, ds[i][0])
+        assert y == i % 10
+    assert not is_batchable(train_transform(size=28, augment=AugmentConfig(hflip=0.5)))
+
+
+def test_batch_augment_flip_and_translate_per_image(rng):
+    x = torch.from_numpy(rng.integers(0, 255, (64, 1, 12, 12), dtype=np.uint8))
+    ident = BatchAugment(size=12, in_chans=1, mean=(0.0,), std=(1 / 255,), augment=AugmentConfig(hflip=0.0))
+    torch.testing.assert_close(ident(x), x.float())  # no augmentation: just scaling/normalising
+    flip = BatchAugment(size=12, in_chans=1, mean=(0.0,), std=(1 / 255,), augment=AugmentConfig(hflip=0.5))
+    torch.manual_seed(0)
+    out = flip(x)
+    flipped = torch.tensor([torch.equal(o, xi.float().flip(-1)) for o, xi in zip(out, x)])
+    kept = torch.tensor([torch.equal(o, xi.float()) for o, xi in zip(out, x)])
+    assert (flipped | kept).all() and 10 < flipped.sum() < 54  # each image decided on its own
+    shift = BatchAugment(size=12, in_chans=1, mean=(0.0,), std=(1 / 255,),
+                         augment=AugmentConfig(hflip=0.0, crop_padding=2))
+    out = shift(x)
+    for o, xi in zip(out, x):  # every output is the input translated by (dy, dx) in [-2, 2], borders replicated
+        centre = o[0, 4:8, 4:8]
+        assert any(torch.equal(centre, xi[0, 4 + dy:8 + dy, 4 + dx:8 + dx].float())
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+
+
+def test_batch_augment_all_ops_shapes_and_range():
+    torch.manual_seed(0)
+    x = torch.randint(0, 255, (16, 3, 40, 40), dtype=torch.uint8)
+    aug = AugmentConfig(hflip=0.5, scale=(0.5, 1.0), rotation=20, brightness=0.4, contrast=0.4, erasing=1.0, fill=255)
+    t = BatchAugment(size=32, in_chans=3, mean=(0.5,) * 3, std=(0.5,) * 3, augment=aug)
+    out = t(x)
+    assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
+    assert out.min() >= -1.0 and out.max() <= 1.0
+    assert ((out == 0).all(1).flatten(1).any(1)).all()  # every image has an erased patch (erasing=1.0)
