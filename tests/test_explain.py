@@ -1,0 +1,87 @@
+"""Grad-CAM wrapper: every ARCHS entry, frozen and train-mode models, per-image targets, hooks released."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from prodvision import explain
+from prodvision.models import ARCHS, create_model
+
+
+@pytest.mark.parametrize("name", sorted(ARCHS))
+def test_cam_on_every_arch_has_input_size_and_unit_range(name):
+    torch.manual_seed(0)
+    in_chans = ARCHS[name].input.in_chans
+    size = 64 if name.startswith(("vgg", "googlenet")) else 32  # VGG pools 5 times
+    model = create_model(name, 4, in_chans=in_chans).eval()
+    x = torch.randn(2, in_chans, size, size)
+    maps = explain.cam(model, x, targets=[0, 3], arch=name)
+    assert maps.shape == (2, size, size) and maps.dtype == np.float32
+    assert maps.min() >= 0.0 and maps.max() <= 1.0
+
+
+def _small():
+    torch.manual_seed(0)
+    return create_model("mini_resnet", 3, widths=(4, 8, 8))
+
+
+@pytest.mark.parametrize("method", explain.CAM_METHODS)
+def test_every_method_runs(method):
+    maps = explain.cam(_small(), torch.randn(2, 1, 16, 16), targets=[0, 1], method=method, arch="mini_resnet")
+    assert maps.shape == (2, 16, 16) and 0 <= maps.min() and maps.max() <= 1
+
+
+def test_frozen_train_mode_model_is_restored_and_hooks_released():
+    model = _small()
+    for p in model.parameters():
+        p.requires_grad = False
+    model.layer1.requires_grad_(True)  # a partly frozen model: flags must come back exactly
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.train()
+    layer = model.get_submodule("layer3")
+    maps = explain.cam(model, torch.randn(3, 1, 16, 16), targets=[2, 1, 0], arch="mini_resnet")
+    assert maps.max() > 0  # gradients did flow through the frozen layers
+    assert model.training
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert not layer._forward_hooks and all(p.grad is None for p in model.parameters())
+
+
+def test_targets_are_per_image():
+    model = _small().eval()
+    x = torch.randn(1, 1, 16, 16).repeat(2, 1, 1, 1)
+    a = explain.cam(model, x, targets=[0, 1], arch="mini_resnet")
+    b = explain.cam(model, x[:1], targets=[1], arch="mini_resnet")
+    np.testing.assert_allclose(a[1], b[0], atol=1e-5)  # image 2 was explained for class 1, not class 0
+    with pytest.raises(ValueError, match="one target per image"):
+        explain.cam(model, x, targets=[0], arch="mini_resnet")
+
+
+def test_layer_choice_and_errors():
+    model = _small()
+    with pytest.raises(ValueError, match="arch="):
+        explain.cam(model, torch.randn(1, 1, 16, 16))
+    with pytest.raises(ValueError, match="unknown CAM method"):
+        explain.cam(model, torch.randn(1, 1, 16, 16), arch="mini_resnet", method="magic")
+    maps = explain.cam(model, torch.randn(1, 1, 16, 16), layer="layer1")
+    assert maps.shape == (1, 16, 16)
+
+
+def test_sanity_check_and_faithfulness():
+    model = _small().eval()
+    x = torch.randn(4, 1, 16, 16)
+    res = explain.sanity_check(model, x, arch="mini_resnet")
+    assert res["spearman"].shape == (4,) and -1 <= res["mean_spearman"] <= 1
+    assert not np.allclose(res["trained"], res["random"])
+    f = explain.faithfulness(model, x, res["trained"], targets=[0, 1, 2, 0], percentiles=(20, 80))
+    assert set(f) == {"road_combined", "road_morf", "road_lerf", "confidence_change", "increase_in_confidence"}
+    assert all(np.isfinite(v) for v in f.values())
+
+
+def test_overlay_is_readable_size():
+    img = np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)
+    out = explain.overlay(img, np.random.default_rng(1).random((7, 7)), size=224)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    up = explain.upsample_cam(np.ones((1, 7, 7), np.float32) * 0.5, (28, 28))
+    assert up.shape == (1, 28, 28) and np.allclose(up, 0.5)
