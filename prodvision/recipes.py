@@ -21,7 +21,7 @@ from torch import nn
 
 from .models import ArchSpec, create_model, freeze, get_arch
 from .train import History, TrainConfig, fit
-from .transforms import AugmentConfig, InputSpec, eval_transform, train_transform
+from .transforms import AugmentConfig, BatchAugment, InputSpec, eval_transform, train_transform
 
 __all__ = ["Recipe", "Trained", "PreparedData", "prepare_data", "get_or_train", "load_trained", "code_version"]
 
@@ -44,7 +44,7 @@ class Recipe:
 
     name: str  # a readable name; the cache folder is <name>-<hash>
     arch: str = "mini_resnet"  # a key of ARCHS
-    data: str = "fashion-mnist"  # "fashion-mnist", "product-icons", an ImageFolder path or a CSV manifest
+    data: str = "fashion-mnist"  # "fashion-mnist", "cifar10", "product-icons", an ImageFolder path or a CSV
     size: int | None = None  # input side in px (None = the arch's default)
     in_chans: int | None = None  # input channels (None = the arch's default)
     weights: str | None = None  # None (random init), "imagenet" or a checkpoint path
@@ -93,7 +93,7 @@ def _few(targets: np.ndarray, n: int, seed: int) -> np.ndarray:
 def prepare_data(recipe: Recipe) -> PreparedData:
     """Datasets (train with augmentation; val and test without) for a recipe, with its input spec.
 
-    Fashion-MNIST keeps its official 10k test set; validation is a stratified ``val_fraction`` of its training set.
+    Fashion-MNIST (and CIFAR-10) keep their official test sets; validation is a stratified ``val_fraction`` of its training set.
     Image folders are split 80/10/10 (stratified, and grouped by source image for the product-icon set).
     """
     from .data import load_fashion_mnist, load_product_icons, stratified_split
@@ -104,9 +104,15 @@ def prepare_data(recipe: Recipe) -> PreparedData:
     common = dict(size=ispec.size, in_chans=ispec.in_chans, mean=ispec.mean, std=ispec.std,
                   interpolation=ispec.interpolation)
     tt, et = train_transform(**common, augment=recipe.augment), eval_transform(**common)
-    if recipe.data == "fashion-mnist":
-        fm = load_fashion_mnist()
-        base, test = fm.train, fm.test
+    if recipe.data in ("fashion-mnist", "cifar10"):
+        tt = BatchAugment(**common, augment=recipe.augment)  # in-memory images: augment whole batches at once
+        if recipe.data == "cifar10":
+            from .data.cifar import load_cifar10
+
+            base, test = load_cifar10()
+        else:
+            fm = load_fashion_mnist()
+            base, test = fm.train, fm.test
         sp = stratified_split(base.targets, fractions=(1 - recipe.val_fraction, recipe.val_fraction, 0.0),
                               seed=recipe.split_seed)
         train_idx, val_idx = sp.train, sp.val

@@ -160,6 +160,6 @@ def test_describe_counts_flops_and_shapes():
     total = df.iloc[-1]
     assert total["layer"] == "total" and total["params"] == count_params(model)
     conv = df[df["layer"] == "stem.conv"].iloc[0]
-    assert conv["output_shape"] == (1, 16, 28, 28)
-    assert conv["flops"] == 2 * 28 * 28 * 16 * 9  # 2 FLOPs per multiply-add, 1 input channel, 3x3 kernel
+    assert conv["output_shape"] == (1, 32, 28, 28)
+    assert conv["flops"] == 2 * 28 * 28 * 32 * 9  # 2 FLOPs per multiply-add, 1 input channel, 3x3 kernel
     assert df.iloc[:-1]["flops"].sum() == total["flops"]

@@ -53,3 +53,16 @@ def test_near_duplicates_finds_planted_twins(rng):
     res = near_duplicates(phash(test), phash(train), max_distance=4)
     assert set(res["test_index"]) == {3, 17, 25}
     assert dict(zip(res["test_index"], res["train_index"])) == {3: 10, 17: 99, 25: 5}
+
+
+def test_pixel_nearest_confirms_twins(rng):
+    from prodvision.data import pixel_nearest
+
+    train = rng.integers(0, 255, (100, 8, 8), dtype=np.uint8)
+    test = rng.integers(0, 255, (10, 8, 8), dtype=np.uint8)
+    test[4] = np.clip(train[42].astype(int) + 2, 0, 255)
+    dist, arg = pixel_nearest(test, train, chunk=3)
+    assert arg[4] == 42 and dist[4] < 2.1
+    brute = np.sqrt(((test[:, None].astype(float) - train[None].astype(float)) ** 2).mean((2, 3)))
+    np.testing.assert_allclose(dist, brute.min(1), rtol=1e-4)
+    assert (arg == brute.argmin(1)).all()

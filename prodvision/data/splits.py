@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.fft import dct
 from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
 
-__all__ = ["Split", "stratified_split", "phash", "hamming_min", "near_duplicates"]
+__all__ = ["Split", "stratified_split", "phash", "hamming_min", "near_duplicates", "pixel_nearest"]
 
 
 @dataclass(frozen=True)
@@ -116,3 +116,25 @@ def near_duplicates(test_hashes: np.ndarray, train_hashes: np.ndarray, *, max_di
         "count": int(len(leak)), "fraction": float(len(leak) / max(len(test_hashes), 1)),
         "max_distance": max_distance, "test_index": leak, "train_index": arg[leak], "distance": dist[leak],
     }
+
+
+def pixel_nearest(queries: np.ndarray, refs: np.ndarray, *, chunk: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Exact nearest neighbour in pixel space: for each query image, the RMSE (0-255 scale) to its closest reference
+    image and that image's index. Confirms perceptual-hash candidates (``(N, H, W[, C])`` uint8 inputs).
+
+    Cost: one ``(chunk, D) @ (D, M)`` matrix product per chunk -- about 1 TFLOP for Fashion-MNIST's 10k x 60k.
+    """
+    import torch
+
+    r = torch.from_numpy(refs.reshape(len(refs), -1)).float()
+    rn = (r * r).sum(1)
+    dims = r.shape[1]
+    dist = np.empty(len(queries), np.float64)
+    arg = np.empty(len(queries), np.int64)
+    for s in range(0, len(queries), chunk):
+        q = torch.from_numpy(queries[s: s + chunk].reshape(-1, dims)).float()
+        d2 = (q * q).sum(1, keepdim=True) - 2 * q @ r.T + rn[None]  # (chunk, M) squared L2
+        v, i = d2.min(1)
+        dist[s: s + chunk] = (v.clamp(min=0) / dims).sqrt().numpy()
+        arg[s: s + chunk] = i.numpy()
+    return dist, arg
