@@ -118,8 +118,9 @@ def _cmd_evaluate(args) -> int:
     if list(ds.classes) != list(ck["classes"]):
         raise SystemExit(f"error: the data's classes {ds.classes} differ from the model's {ck['classes']}")
     logits, y = predict(model, DataLoader(ds, batch_size=args.batch_size), device=args.device, progress=True)
-    summary = {**prf(logits, y), "top3_accuracy": top_k_accuracy(logits, y, k=min(3, logits.shape[1])),
-               "n": int(len(y))}
+    summary = {**prf(logits, y), "n": int(len(y))}
+    if logits.shape[1] > 3:  # with 3 classes or fewer, top-3 is always 1
+        summary["top3_accuracy"] = top_k_accuracy(logits, y, k=3)
     report = classification_report_df(logits, y, ck["classes"])
     if args.json:
         print(json.dumps({"summary": summary, "per_class": report.reset_index().to_dict(orient="records")}, indent=1))
@@ -186,12 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
 
-    try:
-        from . import cli_deploy
-    except ImportError:  # the deployment commands are optional
-        cli_deploy = None
-    if cli_deploy is not None:
-        cli_deploy.register(sub)
+    from . import cli_deploy  # export / predict / cam / serve
+
+    cli_deploy.register(sub)
     return p
 
 

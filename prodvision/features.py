@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["dataset_fingerprint", "feature_extractor", "extract_features", "model_fingerprint"]
+__all__ = ["dataset_fingerprint", "feature_extractor", "extract_features", "model_fingerprint", "fit_linear_probe"]
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
@@ -104,3 +104,15 @@ def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] 
     torch.save(out, tmp)
     os.replace(tmp, path)
     return out["features"].numpy(), out["targets"].numpy()
+
+
+def fit_linear_probe(features: np.ndarray, targets: np.ndarray, *, C: float = 1.0, max_iter: int = 2000):
+    """A linear classifier on frozen features: standardise, then multinomial logistic regression (scikit-learn).
+
+    Returns the fitted pipeline (``.predict``, ``.predict_proba``, ``.decision_function``).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter)).fit(features, targets)

@@ -8,7 +8,7 @@ layer, input spec). ``create_model(name, num_classes, weights=...)`` builds one:
   models load through torchvision's weights API from ``$TORCH_HOME/hub/checkpoints`` or a download, and otherwise
   raise :class:`PretrainedWeightsUnavailable` saying which file to put where -- never a silent fallback;
 * ``weights="path/to/checkpoint.pt"`` -- a prodvision checkpoint of the same arch (pretrain on one product task,
-  fine-tune on another); the classifier is replaced when the class count differs.
+  fine-tune on another): its body is loaded and the classifier is always a fresh one for the new task.
 
 Greyscale (``in_chans=1``) with a 3-channel pretrained stem: the first conv's weights are summed over the RGB
 channels. Feeding a grey image ``g`` to the summed kernel gives exactly what the original kernel gives on the
@@ -18,10 +18,9 @@ repeated image ``(g, g, g)`` -- the same function at a third of the first layer'
 from __future__ import annotations
 
 import os
-import re
 import urllib.error
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -339,8 +338,7 @@ def _from_checkpoint(name, spec, path: Path, num_classes, in_chans, kwargs) -> n
     n_src = len(ckpt["classes"])
     model = create_model(name, n_src, in_chans=ckpt.get("in_chans", in_chans), **model_kwargs)
     model.load_state_dict(ckpt["model"], strict=True)
-    if n_src != num_classes:
-        replace_head(model, num_classes, spec.classifier)
+    replace_head(model, num_classes, spec.classifier)  # a new task: a fresh head (to continue a run, use resume)
     return model
 
 

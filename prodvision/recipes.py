@@ -23,7 +23,8 @@ from .models import ArchSpec, create_model, freeze, get_arch
 from .train import History, TrainConfig, fit
 from .transforms import AugmentConfig, BatchAugment, InputSpec, eval_transform, train_transform
 
-__all__ = ["Recipe", "Trained", "PreparedData", "prepare_data", "get_or_train", "load_trained", "code_version"]
+__all__ = ["Recipe", "Trained", "PreparedData", "prepare_data", "get_or_train", "load_trained", "load_snapshots",
+           "code_version", "clear_cache"]
 
 _CODE = ("models.py", "train.py", "transforms.py", "recipes.py", "checkpoint.py", "data/fashion.py",
          "data/catalog.py", "data/images.py", "data/splits.py")
@@ -221,3 +222,20 @@ def clear_cache(cache: str | Path | None = None) -> None:
     from .paths import cache_dir
 
     shutil.rmtree(Path(cache or cache_dir()) / "recipes", ignore_errors=True)
+
+
+def load_snapshots(trained: Trained) -> list[tuple[int, nn.Module]]:
+    """The snapshot models a ``cosine_restarts`` recipe saved at the end of each cycle: ``[(epoch, model), ...]``."""
+    from .checkpoint import load_checkpoint
+
+    folder = trained.checkpoint.parent / "snapshots"
+    paths = sorted(folder.glob("epoch*.pt"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no snapshots (train with TrainConfig(schedule='cosine_restarts'))")
+    out = []
+    for p in paths:
+        ck = load_checkpoint(p)
+        model = _build(replace(trained.recipe, weights=None), len(trained.classes), trained.input)
+        model.load_state_dict(ck["model"])
+        out.append((int(ck["epoch"]), model.eval()))
+    return out

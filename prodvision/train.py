@@ -51,6 +51,8 @@ class TrainConfig:
     warmup_pct: float = 0.2  # fraction of steps warming up (onecycle)
     cycles: int = 1  # cosine_restarts: number of cycles; a snapshot is saved at the end of each
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    mixup: float = 0.0  # MixUp alpha (0 = off); with cutmix > 0 too, each batch picks one of the two
+    cutmix: float = 0.0  # CutMix alpha (0 = off)
     amp: str = "auto"  # "auto" = bf16 autocast on CUDA, off on CPU (bf16 is ~20x slower on CPUs without it)
     clip_grad_norm: float | None = None  # max gradient norm, None = no clipping
     seed: int = 0  # seeds init-independent randomness: data order, augmentation, dropout
@@ -194,6 +196,19 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     raise ValueError(f"unknown schedule {cfg.schedule!r}; choose from ['constant', 'cosine', 'cosine_restarts', 'onecycle']")
 
 
+def _batch_mix(cfg: TrainConfig, num_classes: int | None):
+    """torchvision's MixUp/CutMix on whole batches (they need the class count), or None."""
+    if not (cfg.mixup or cfg.cutmix):
+        return None
+    if not num_classes:
+        raise ValueError("mixup/cutmix need the class names: pass classes= to fit or use a dataset with .classes")
+    from torchvision.transforms import v2
+
+    ops = ([v2.MixUp(alpha=cfg.mixup, num_classes=num_classes)] if cfg.mixup else []) + \
+          ([v2.CutMix(alpha=cfg.cutmix, num_classes=num_classes)] if cfg.cutmix else [])
+    return ops[0] if len(ops) == 1 else v2.RandomChoice(ops)
+
+
 def _autocast(cfg: TrainConfig, device: torch.device):
     use = cfg.amp in ("bf16", "fp16") or (cfg.amp == "auto" and device.type == "cuda")
     if not use:
@@ -268,6 +283,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
     net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    mix = _batch_mix(cfg, len(classes) if classes else None)
     hist, start = History(), 0
     best_state = None
 
@@ -315,9 +331,12 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if cfg.channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
+                target = y
+                if mix is not None:
+                    x, target = mix(x, y)  # MixUp/CutMix: mixed images and soft (B, K) targets
                 with amp_ctx:
                     logits = net(x)
-                    loss = crit(logits, y)
+                    loss = crit(logits, target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.clip_grad_norm is not None:

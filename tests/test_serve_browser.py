@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from prodvision.data import product_icons_dir
 from prodvision.paths import project_dir
-from test_serve import server  # noqa: F401 -- the shared uvicorn process (a session fixture)
+from test_serve import icon_classifier, server  # noqa: F401 -- the trained checkpoint and its uvicorn process
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package: apt-get install -y chromium
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -32,9 +31,10 @@ def page():
             browser.close()
 
 
-def test_upload_page_shows_prediction_and_cam(server, page, tmp_path):  # noqa: F811
-    url, classes = server
-    icon = sorted((product_icons_dir() / "fruit").glob("emoji_*.png"))[0]
+def test_upload_page_shows_prediction_and_cam(server, icon_classifier, page, tmp_path):  # noqa: F811
+    """A held-out test-split icon, uploaded through the page: its true class on top, three bars, the Grad-CAM."""
+    url, _ = server
+    icon = icon_classifier.showcase
     upload = tmp_path / icon.name
     shutil.copy(icon, upload)
     errors: list[str] = []
@@ -44,11 +44,16 @@ def test_upload_page_shows_prediction_and_cam(server, page, tmp_path):  # noqa: 
     page.wait_for_function("document.getElementById('model').textContent.includes('classes')", timeout=10_000)
     page.set_input_files("#file", str(upload))
     page.wait_for_function("document.getElementById('top1').textContent.trim().length > 0", timeout=15_000)
-    top1 = page.inner_text("#top1").strip()
-    assert top1 in classes
-    assert page.locator("#bars .bar").count() == 3
+    assert page.inner_text("#top1").strip() == icon_classifier.showcase_label
+    bars = page.locator("#bars .bar")
+    assert bars.count() == 3
+    assert bars.nth(0).locator(".label").inner_text() == icon_classifier.showcase_label
+    assert float(bars.nth(0).locator(".pct").inner_text().rstrip("%")) > 80
+    page.wait_for_function("(() => { const im = document.getElementById('preview');"
+                           " return im.complete && im.naturalWidth > 0; })()", timeout=10_000)
     page.wait_for_function("(() => { const im = document.getElementById('cam');"
                            " return im.complete && im.naturalWidth === 224; })()", timeout=20_000)
+    assert page.inner_text("#cam-note").strip() == f"class: {icon_classifier.showcase_label}"
     assert page.inner_text("#error").strip() == ""
     assert not errors, errors
     out = project_dir() / "figures" / "serve_upload_page.png"

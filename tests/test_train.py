@@ -159,3 +159,25 @@ def test_lr_find_returns_a_curve():
     assert np.all(np.diff(res["lrs"]) > 0) and res["lrs"][0] < res["suggestion"] < res["lrs"][-1]
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), "lr_find must restore the model"
+
+
+def test_mixup_cutmix_train_and_need_classes():
+    cfg = TrainConfig(**{**CFG.to_dict(), "mixup": 0.4, "cutmix": 1.0, "epochs": 2})
+    with pytest.raises(ValueError, match="class names"):
+        fit(_model(), _data(), None, cfg, progress=False)
+    hist = fit(_model(), _data(), _data(48, 1), cfg, progress=False, classes=["a", "b", "c"])
+    assert len(hist.epochs) == 2 and np.isfinite(hist["train_loss"]).all()
+
+
+def test_course_registry_round_trips_recipes(tmp_path, monkeypatch):
+    from prodvision import course
+
+    monkeypatch.setenv("PRODVISION_CACHE", str(tmp_path))
+    default = course.recipe("main")
+    assert default == course.default_recipe("main")
+    bigger = course.default_recipe("main", epochs=30, widths=(64, 128, 256))
+    course.register("main", bigger)
+    back = course.recipe("main")
+    assert back == bigger and back.key() == bigger.key()
+    with pytest.raises(ValueError, match="unknown role"):
+        course.default_recipe("nope")

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 from scipy.fft import dct
-from sklearn.model_selection import StratifiedShuffleSplit, train_test_split
+from sklearn.model_selection import train_test_split
 
 __all__ = ["Split", "stratified_split", "phash", "hamming_min", "near_duplicates", "pixel_nearest"]
 

@@ -1,0 +1,79 @@
+"""Recipe cache (train once, reuse), data preparation, and the feature cache."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from prodvision.features import extract_features, feature_extractor, fit_linear_probe
+from prodvision.recipes import Recipe, get_or_train, prepare_data
+from prodvision.train import TrainConfig
+
+from test_cli import _catalog
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRODVISION_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_get_or_train_trains_once_then_reuses(tmp_path, rng, cache):
+    data = _catalog(tmp_path / "cat", rng)
+    r = Recipe(name="tiny", arch="mini_resnet", data=str(data), size=16, in_chans=3, model_kwargs={"widths": (4, 8, 8)},
+               train=TrainConfig(epochs=2, batch_size=8, lr=0.05, device="cpu", channels_last=False))
+    first = get_or_train(r, progress=False)
+    assert not first.cached and first.checkpoint.is_file() and len(first.history.epochs) == 2
+    second = get_or_train(r, progress=False)
+    assert second.cached and second.history.epochs == first.history.epochs
+    for a, b in zip(first.model.state_dict().values(), second.model.state_dict().values()):
+        assert torch.equal(a, b)
+    third = get_or_train(replace(r, train=replace(r.train, epochs=1)), progress=False)
+    assert not third.cached and third.checkpoint.parent != first.checkpoint.parent
+    assert len(list((cache / "recipes").iterdir())) == 2
+
+
+def test_recipe_key_depends_on_everything_that_matters():
+    a = Recipe(name="x")
+    assert a.key() == Recipe(name="x").key()
+    assert a.key() != replace(a, labels_per_class=5).key()
+    assert a.key() != replace(a, train=replace(a.train, lr=0.05)).key()
+
+
+def test_prepare_fashion_mnist_subsets_and_relabels():
+    r = Recipe(name="p", classes=("Sandal", "Bag"), labels_per_class=7)
+    d = prepare_data(r)
+    assert d.classes == ["Sandal", "Bag"]
+    assert len(d.train) == 14 and sorted(set(d.train.targets.tolist())) == [0, 1]
+    assert len(d.test) == 2000 and len(d.val) == 1200  # all test/val images of the two classes
+    x, y = d.val[0]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32
+    with pytest.raises(ValueError, match="unknown classes"):
+        prepare_data(Recipe(name="p", classes=("Hat",)))
+
+
+def test_feature_cache_hits_and_keys(tmp_path, tiny_model):
+    from torch.utils.data import TensorDataset
+
+    from prodvision.data import ArrayDataset
+    from prodvision.transforms import eval_transform
+
+    imgs = np.random.default_rng(0).integers(0, 255, (20, 8, 8, 3), dtype=np.uint8)
+    ds = ArrayDataset(imgs, np.arange(20) % 3, ["a", "b", "c"], eval_transform(size=8))
+    fx = feature_extractor(tiny_model, "4")
+    f1, y1 = extract_features(fx, ds, cache_dir=tmp_path, progress=False)
+    assert f1.shape == (20, 4) and len(list(tmp_path.iterdir())) == 1
+    f2, _ = extract_features(fx, ds, cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(f1, f2)
+    assert len(list(tmp_path.iterdir())) == 1  # read from the cache
+    with torch.no_grad():
+        tiny_model[0].weight.mul_(2)  # other weights -> other key
+    extract_features(feature_extractor(tiny_model, "4"), ds, cache_dir=tmp_path, progress=False)
+    assert len(list(tmp_path.iterdir())) == 2
+    probe = fit_linear_probe(f1, y1)
+    assert probe.predict(f1).shape == (20,)
+    with pytest.raises(TypeError, match="fingerprint"):
+        extract_features(fx, TensorDataset(torch.zeros(2, 3, 8, 8), torch.zeros(2)), cache_dir=tmp_path)
