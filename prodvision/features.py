@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-__all__ = ["dataset_fingerprint", "feature_extractor", "extract_features", "model_fingerprint", "fit_linear_probe"]
+__all__ = ["dataset_fingerprint", "feature_extractor", "extract_features", "model_fingerprint", "fit_linear_probe",
+           "probe_to_linear"]
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
@@ -116,3 +117,22 @@ def fit_linear_probe(features: np.ndarray, targets: np.ndarray, *, C: float = 1.
     from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter)).fit(features, targets)
+
+
+def probe_to_linear(probe) -> nn.Linear:
+    """Fold a :func:`fit_linear_probe` pipeline (standardise + logistic regression) into one ``nn.Linear``.
+
+    ``W' = W / sigma`` and ``b' = b - W' mu``, so ``linear(f)`` gives the probe's decision function on raw features:
+    put it in place of a pretrained model's classifier and the frozen backbone + probe is one ordinary model (for
+    Grad-CAM, export or serving).
+    """
+    scaler, lr = probe[0], probe[-1]
+    w = lr.coef_ / scaler.scale_[None, :]  # (K, D)
+    b = lr.intercept_ - w @ scaler.mean_
+    if w.shape[0] == 1:  # binary logistic regression: one logit -> two
+        w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
+    lin = nn.Linear(w.shape[1], w.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
+        lin.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
+    return lin

@@ -54,6 +54,7 @@ class Recipe:
     train: TrainConfig = TrainConfig()  # optimiser, schedule, epochs...
     classes: tuple[str, ...] | None = None  # train on these classes only (e.g. a product launch)
     labels_per_class: int | None = None  # few-shot: this many training images per class (seeded)
+    val_per_class: int | None = None  # cap validation at this many images per class (None = all of the split)
     trainable: tuple[str, ...] | None = None  # freeze everything but these modules (None = train all)
     split_seed: int = 0  # seed of the stratified train/val(/test) split
     val_fraction: float = 0.1  # validation share (Fashion-MNIST: of its 60k train images)
@@ -140,6 +141,8 @@ def prepare_data(recipe: Recipe) -> PreparedData:
     val_idx = val_idx[np.isin(targets[val_idx], keep)]
     if recipe.labels_per_class is not None:
         train_idx = train_idx[_few(targets[train_idx], recipe.labels_per_class, recipe.split_seed)]
+    if recipe.val_per_class is not None:  # few-shot runs validate every epoch: keep that cheap
+        val_idx = val_idx[_few(targets[val_idx], recipe.val_per_class, recipe.split_seed + 1)]
     train_ds, val_ds = base.subset(train_idx, transform=tt), base.subset(val_idx, transform=et)
     test_targets = np.asarray(test.targets)
     test_ds = test.subset(np.flatnonzero(np.isin(test_targets, keep)), transform=et)

@@ -77,3 +77,22 @@ def test_feature_cache_hits_and_keys(tmp_path, tiny_model):
     assert probe.predict(f1).shape == (20,)
     with pytest.raises(TypeError, match="fingerprint"):
         extract_features(fx, TensorDataset(torch.zeros(2, 3, 8, 8), torch.zeros(2)), cache_dir=tmp_path)
+
+
+def test_val_per_class_caps_validation():
+    d = prepare_data(Recipe(name="p", labels_per_class=3, val_per_class=5))
+    assert len(d.train) == 30 and len(d.val) == 50
+    assert np.bincount(d.val.targets).tolist() == [5] * 10
+
+
+def test_probe_folds_into_a_linear_layer(rng):
+    from prodvision.features import probe_to_linear
+
+    f = rng.normal(3, 2, (200, 6)).astype(np.float32)
+    y = (f[:, 0] > 3).astype(int) + (f[:, 1] > 3).astype(int)
+    probe = fit_linear_probe(f, y)
+    lin = probe_to_linear(probe)
+    with torch.no_grad():
+        out = lin(torch.from_numpy(f)).numpy()
+    np.testing.assert_allclose(out, probe.decision_function(f), rtol=1e-4, atol=1e-4)
+    assert (out.argmax(1) == probe.predict(f)).all()
