@@ -177,8 +177,12 @@ class Trained:
 
 
 def _build(recipe: Recipe, num_classes: int, ispec: InputSpec) -> nn.Module:
-    model = create_model(recipe.arch, num_classes, weights=recipe.weights, in_chans=ispec.in_chans,
-                         **recipe.model_kwargs)
+    """The recipe's model. Its random initialisation comes from the recipe's seed alone (not from whatever the
+    calling process drew before), and the caller's random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.train.seed)
+        model = create_model(recipe.arch, num_classes, weights=recipe.weights, in_chans=ispec.in_chans,
+                             **recipe.model_kwargs)
     if recipe.trainable is not None:
         freeze(model, recipe.trainable, train_bn=False)
     return model

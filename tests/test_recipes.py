@@ -36,6 +36,24 @@ def test_get_or_train_trains_once_then_reuses(tmp_path, rng, cache):
     assert len(list((cache / "recipes").iterdir())) == 2
 
 
+def test_get_or_train_is_reproducible_whatever_the_process_drew_before(tmp_path, rng, monkeypatch):
+    data = _catalog(tmp_path / "cat", rng)
+    r = Recipe(name="tiny", arch="mini_resnet", data=str(data), size=16, in_chans=3, model_kwargs={"widths": (4, 8, 8)},
+               train=TrainConfig(epochs=1, batch_size=8, lr=0.05, device="cpu", seed=3))
+    models = []
+    for k, draws in enumerate((0, 17)):
+        monkeypatch.setenv("PRODVISION_CACHE", str(tmp_path / f"cache{k}"))
+        torch.manual_seed(k)
+        torch.rand(draws)  # a notebook cell that used the global RNG before training
+        models.append(get_or_train(r, progress=False).model)
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(a, b)
+    # a cached model comes back in the same (default) memory format as a freshly trained one
+    again = get_or_train(r, progress=False)
+    convs = [next(p for p in m.parameters() if p.ndim == 4 and p.shape[-1] > 1) for m in (models[1], again.model)]
+    assert again.cached and all(c.is_contiguous() for c in convs)
+
+
 def test_recipe_key_depends_on_everything_that_matters():
     a = Recipe(name="x")
     assert a.key() == Recipe(name="x").key()
