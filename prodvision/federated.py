@@ -12,6 +12,7 @@ Baselines: **centralised** training on the union of the data (what you would do 
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -31,7 +32,8 @@ class FedConfig:
     rounds: int = 10  # communication rounds
     local_epochs: int = 1  # passes over its own data per store per round
     fraction: float = 1.0  # share of stores taking part in each round
-    lr: float = 0.05  # local SGD learning rate
+    lr: float = 0.05  # local SGD learning rate (of the first round)
+    lr_schedule: str = "cosine"  # "cosine": decays over the rounds to ~0 (same for every setting); "constant"
     momentum: float = 0.9  # local SGD momentum (reset each round: the optimiser state stays on the store)
     batch_size: int = 64
     seed: int = 0
@@ -77,6 +79,16 @@ def average_states(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[
     return out
 
 
+def round_lr(cfg: FedConfig, r: int) -> float:
+    """Learning rate of round ``r`` (1-based): cosine decay over the rounds, so the last rounds settle instead of
+    oscillating around the optimum (with a constant rate, BN statistics and weights jump from round to round)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * (r - 1) / cfg.rounds))
+    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; use 'cosine' or 'constant'")
+
+
 def train_local(model: nn.Module, data: Dataset, *, epochs: int, lr: float, momentum: float, batch_size: int,
                 generator: torch.Generator, device: str = "cpu") -> None:
     """Plain SGD on one store's data, in place."""
@@ -118,7 +130,7 @@ def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[n
         states, sizes = [], []
         for k in chosen:
             local = copy.deepcopy(global_model)
-            train_local(local, Subset(data, parts[k]), epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
+            train_local(local, Subset(data, parts[k]), epochs=cfg.local_epochs, lr=round_lr(cfg, r), momentum=cfg.momentum,
                         batch_size=cfg.batch_size, generator=g, device=cfg.device)
             states.append(local.state_dict())
             sizes.append(len(parts[k]))
@@ -139,7 +151,7 @@ def centralised(make_model: Callable[[], nn.Module], data: Dataset, test: Datase
     model = make_model()
     out = []
     for r in tqdm(range(1, cfg.rounds + 1), desc="centralised", disable=not progress, leave=False):
-        train_local(model, data, epochs=cfg.local_epochs, lr=cfg.lr, momentum=cfg.momentum,
+        train_local(model, data, epochs=cfg.local_epochs, lr=round_lr(cfg, r), momentum=cfg.momentum,
                     batch_size=cfg.batch_size, generator=g, device=cfg.device)
         out.append({"round": r, "test_acc": _accuracy(model, test, cfg.device)})
     return out
@@ -147,7 +159,8 @@ def centralised(make_model: Callable[[], nn.Module], data: Dataset, test: Datase
 
 def local_only(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[np.ndarray], test: Dataset,
                cfg: FedConfig, *, progress: bool = True) -> list[dict]:
-    """Each store trains alone for ``rounds * local_epochs`` epochs; returns its global test accuracy."""
+    """Each store trains alone for ``rounds * local_epochs`` epochs (the same per-round learning rates and momentum
+    resets as FedAvg); returns its global test accuracy."""
     from tqdm.auto import tqdm
 
     out = []
@@ -155,7 +168,8 @@ def local_only(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequen
         torch.manual_seed(cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed + k)
         model = make_model()
-        train_local(model, Subset(data, idx), epochs=cfg.rounds * cfg.local_epochs, lr=cfg.lr,
-                    momentum=cfg.momentum, batch_size=cfg.batch_size, generator=g, device=cfg.device)
+        for r in range(1, cfg.rounds + 1):
+            train_local(model, Subset(data, idx), epochs=cfg.local_epochs, lr=round_lr(cfg, r),
+                        momentum=cfg.momentum, batch_size=cfg.batch_size, generator=g, device=cfg.device)
         out.append({"store": k, "items": len(idx), "test_acc": _accuracy(model, test, cfg.device)})
     return out

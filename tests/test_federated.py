@@ -45,7 +45,7 @@ def _mlp():
 def test_fedavg_learns_and_counts_communication():
     train, test = _blobs(400, 0), _blobs(200, 1)
     parts = fl.dirichlet_partition(train.tensors[1].numpy(), 4, alpha=0.3, seed=0)
-    cfg = fl.FedConfig(rounds=5, local_epochs=1, lr=0.05, batch_size=32)
+    cfg = fl.FedConfig(rounds=5, local_epochs=1, lr=0.1, batch_size=32)
     hist = fl.fedavg(_mlp, train, parts, test, cfg, progress=False)
     assert [h["round"] for h in hist] == [1, 2, 3, 4, 5]
     assert hist[-1]["test_acc"] > 0.75 and hist[-1]["test_acc"] > hist[0]["test_acc"]
@@ -55,3 +55,12 @@ def test_fedavg_learns_and_counts_communication():
     local = fl.local_only(_mlp, train, parts, test, cfg, progress=False)
     assert len(central) == 5 and len(local) == 4
     assert central[-1]["test_acc"] > np.mean([r["test_acc"] for r in local])  # a store alone sees too few classes
+
+
+def test_round_lr_cosine_decays_and_constant_stays():
+    cfg = fl.FedConfig(rounds=4, lr=0.1)
+    lrs = [fl.round_lr(cfg, r) for r in range(1, 5)]
+    assert lrs[0] == pytest.approx(0.1) and all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] > 0
+    assert fl.round_lr(fl.FedConfig(rounds=4, lr=0.1, lr_schedule="constant"), 4) == 0.1
+    with pytest.raises(ValueError, match="lr_schedule"):
+        fl.round_lr(fl.FedConfig(lr_schedule="step"), 1)
