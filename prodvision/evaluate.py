@@ -236,7 +236,7 @@ def apply_shift(x01: torch.Tensor, name: str, strength: float) -> torch.Tensor:
 @torch.inference_mode()
 def robustness_table(model: nn.Module, images_u8: torch.Tensor, targets: np.ndarray, *, mean: Sequence[float],
                      std: Sequence[float], shifts: Mapping[str, Sequence[float]] = SHIFTS, batch_size: int = 500,
-                     device: str | torch.device = "cpu", label: str = "model"):
+                     device: str | torch.device = "auto", label: str = "model"):
     """Accuracy of ``model`` under each shift at each strength, as a tidy DataFrame.
 
     Args:
@@ -248,6 +248,9 @@ def robustness_table(model: nn.Module, images_u8: torch.Tensor, targets: np.ndar
     """
     import pandas as pd
 
+    from .train import resolve_device
+
+    device = resolve_device(device) if isinstance(device, str) else device
     was = model.training
     model.eval().to(device)
     m = torch.tensor(mean).view(1, -1, 1, 1)

@@ -12,7 +12,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 from typing import Sequence
 
 import numpy as np
@@ -77,8 +79,9 @@ def cam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | None = 
     explainer = methods[method](model=model, target_layers=[layer_module])  # sets model.eval()
     if method == "scorecam":
         explainer.batch_size = batch_size
+    quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), quiet:  # ScoreCAM draws a tqdm bar per image; keep notebooks readable
             maps = explainer(input_tensor=x, targets=tg)
     finally:
         explainer.activations_and_grads.release()

@@ -260,7 +260,7 @@ def _tv_pretrained(spec: ArchSpec) -> nn.Module:
             torch.hub.download_url_to_file(weights.url, str(target), progress=True)
         except (urllib.error.URLError, OSError) as e:
             raise PretrainedWeightsUnavailable(
-                f"ImageNet weights for {tv_name!r} ({weights}) are not cached and could not be downloadable here "
+                f"ImageNet weights for {tv_name!r} ({weights}) are not cached and could not be downloaded here "
                 f"({type(e).__name__}: {e}).\nTo use them offline, download {weights.url}\non a machine with "
                 f"internet and place the file at {target}\n(or set TORCH_HOME to a folder whose hub/checkpoints/ "
                 f"holds it). Or use an arch with offline weights: tf_efficientnet_lite0/1/2."

@@ -97,7 +97,7 @@ def test_shifts_keep_shape_and_range_and_change_images(name):
 def test_robustness_table(tiny_model):
     imgs = torch.randint(0, 255, (12, 3, 16, 16), dtype=torch.uint8)
     y = np.arange(12) % 3
-    df = ev.robustness_table(tiny_model, imgs, y, mean=(0.5,) * 3, std=(0.5,) * 3,
+    df = ev.robustness_table(tiny_model, imgs, y, mean=(0.5,) * 3, std=(0.5,) * 3, device="auto",
                              shifts={"brightness": (0.0, 0.5), "blur": (0.0, 1.0)}, label="tiny")
     assert list(df.columns) == ["model", "shift", "strength", "accuracy"] and len(df) == 4
     base = df[df["strength"] == 0.0]["accuracy"].unique()
