@@ -107,7 +107,7 @@ def resnet18_efficiency(quick: bool) -> float:
 
 
 def probe_speedup(quick: bool) -> float:
-    from prodvision.features import extract_features, feature_extractor, fit_linear_probe
+    from prodvision.features import extract_features, feature_extractor
     from prodvision.models import create_model
     from prodvision.recipes import Recipe, prepare_data
 
@@ -117,20 +117,37 @@ def probe_speedup(quick: bool) -> float:
     train = data.train.subset(range(len(data.train)), transform=data.val.transform)
     fx = feature_extractor(create_model("tf_efficientnet_lite0", 1000, weights="imagenet", in_chans=1), "classifier")
     epochs = 3 if quick else 10
+
+    def head_epoch(head, opt, f, y):
+        """One epoch of minibatch SGD on a linear head: identical work on both sides."""
+        f, y = torch.as_tensor(f), torch.as_tensor(y)
+        for i in range(0, len(y), 64):
+            loss = torch.nn.functional.cross_entropy(head(f[i:i + 64]), y[i:i + 64])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    def new_head():
+        torch.manual_seed(0)
+        head = torch.nn.Linear(1280, len(data.classes))
+        return head, torch.optim.SGD(head.parameters(), lr=0.1, momentum=0.9)
+
     with tempfile.TemporaryDirectory() as tmp:
         extract_features(fx, train, key={"b": 1}, cache_dir=tmp, progress=False)  # fill the cache
         t = time.perf_counter()
-        for _ in range(epochs):
+        head, opt = new_head()
+        for _ in range(epochs):  # cached: read the features from disk each epoch, train the head
             f, y = extract_features(fx, train, key={"b": 1}, cache_dir=tmp, progress=False)
-            fit_linear_probe(f, y, max_iter=200)
+            head_epoch(head, opt, f, y)
         cached = time.perf_counter() - t
         t = time.perf_counter()
-        for e in range(epochs):  # recomputing: a new cache folder each epoch
+        head, opt = new_head()
+        for e in range(epochs):  # recomputing: the frozen backbone runs over every image every epoch
             with tempfile.TemporaryDirectory() as fresh:
                 f, y = extract_features(fx, train, key={"b": 1}, cache_dir=fresh, progress=False)
-            fit_linear_probe(f, y, max_iter=200)
+            head_epoch(head, opt, f, y)
         recompute = time.perf_counter() - t
-    print(f"[3] linear probe, {epochs} epochs on {len(train)} images: cached features {cached:.2f} s, recomputed "
+    print(f"[3] linear head (SGD), {epochs} epochs on {len(train)} images: cached features {cached:.2f} s, recomputed "
           f"{recompute:.2f} s -> {recompute / cached:.1f}x (target >= 10x)")
     return recompute / cached
 
