@@ -54,7 +54,7 @@ def fit_overhead(quick: bool) -> float:
     from prodvision.models import create_model
     from prodvision.recipes import prepare_data
     from prodvision.course import default_recipe
-    from prodvision.train import TrainConfig, fit, make_loader
+    from prodvision.train import TrainConfig, fit, make_loader, resolve_device, resolve_modes
 
     r = default_recipe("main")
     data = prepare_data(r)
@@ -62,8 +62,7 @@ def fit_overhead(quick: bool) -> float:
     train = data.train.subset(np.arange(n), transform=data.train.transform)
     cfg = TrainConfig(**{**r.train.to_dict(), "epochs": 1, "label_smoothing": 0.1})
     results = {"bare": [], "fit": []}
-    # fit's default on CPU: deterministic, hence NCHW (oneDNN's NHWC backward is not bit-reproducible); same here
-    channels_last = cfg.channels_last if cfg.channels_last is not None else False
+    _, channels_last = resolve_modes(cfg, resolve_device(cfg.device))  # fit's memory format: the bare loop matches it
     for rep in range(1 if quick else 2):  # alternate to spread machine noise over both
         torch.manual_seed(0)
         model = create_model("mini_resnet", 10, **r.model_kwargs)

@@ -130,8 +130,8 @@ def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[n
         states, sizes = [], []
         for k in chosen:
             local = copy.deepcopy(global_model)
-            train_local(local, Subset(data, parts[k]), epochs=cfg.local_epochs, lr=round_lr(cfg, r), momentum=cfg.momentum,
-                        batch_size=cfg.batch_size, generator=g, device=cfg.device)
+            train_local(local, Subset(data, parts[k]), epochs=cfg.local_epochs, lr=round_lr(cfg, r),
+                        momentum=cfg.momentum, batch_size=cfg.batch_size, generator=g, device=cfg.device)
             states.append(local.state_dict())
             sizes.append(len(parts[k]))
         global_model.load_state_dict(average_states(states, sizes))

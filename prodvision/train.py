@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate_loss_acc", "make_loader", "resolve_device", "seed_everything",
-           "seed_worker", "make_optimizer", "make_scheduler", "deterministic_mode", "lr_find"]
+           "seed_worker", "make_optimizer", "make_scheduler", "deterministic_mode", "resolve_modes", "lr_find"]
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,14 @@ def seed_worker(worker_id: int) -> None:
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
+
+
+def resolve_modes(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """``(deterministic, channels_last)`` as :func:`fit` applies them on ``device``: deterministic by default on CPU,
+    and NHWC by default exactly when not deterministic (oneDNN's NHWC backward is not bit-reproducible)."""
+    deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
+    channels_last = cfg.channels_last if cfg.channels_last is not None else not deterministic
+    return deterministic, channels_last
 
 
 @contextlib.contextmanager
@@ -270,10 +278,9 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the world size {world}")
     classes = list(classes if classes is not None else getattr(getattr(train_data, "dataset", train_data), "classes", []))
     out = Path(out_dir) if out_dir is not None else None
-    deterministic = cfg.deterministic if cfg.deterministic is not None else device.type == "cpu"
+    deterministic, channels_last = resolve_modes(cfg, device)
     amp_ctx = _autocast(cfg, device)
 
-    channels_last = cfg.channels_last if cfg.channels_last is not None else not deterministic
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -388,7 +395,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         writer.close()
     if best_state is not None and val_loader is not None:
         model.load_state_dict(best_state)
-    if channels_last:  # hand the model back in the default format, as a checkpoint loads (same speed either way)
+    if channels_last:  # hand the model back in the default format, the one a checkpoint loads into
         model.to(memory_format=torch.contiguous_format)
     return hist
 
