@@ -40,9 +40,9 @@ def predict(model: nn.Module, loader: DataLoader, *, device: str | torch.device 
     outs, ys = [], []
     it = loader
     if progress:
-        from tqdm.auto import tqdm
+        from .progress import progress_bar
 
-        it = tqdm(loader, desc="predict", leave=False)
+        it = progress_bar(loader, desc="predict", leave=False)
     for x, y in it:
         x = x.to(dev)
         if channels_last and x.ndim == 4:

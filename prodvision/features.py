@@ -74,7 +74,7 @@ def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] 
     Returns:
         ``features`` float32 ``(N, D)`` and ``targets`` int64 ``(N,)``.
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     from .paths import cache_dir as default_cache
     from .train import resolve_device
@@ -92,7 +92,7 @@ def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] 
     backbone.eval().to(dev)
     feats, ys = [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    for x, y in tqdm(loader, desc="features", leave=False, disable=not progress):
+    for x, y in progress_bar(loader, desc="features", leave=False, disable=not progress):
         x = x.to(dev)
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)

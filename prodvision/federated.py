@@ -116,7 +116,7 @@ def _accuracy(model: nn.Module, data: Dataset, device: str) -> float:
 def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[np.ndarray], test: Dataset,
            cfg: FedConfig, *, progress: bool = True) -> list[dict]:
     """Run FedAvg; returns one record per round: ``round, test_acc, clients, mb_sent`` (cumulative, both ways)."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -124,7 +124,7 @@ def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[n
     global_model = make_model().to(cfg.device)
     per_transfer = state_bytes(global_model)
     history, sent = [], 0
-    for r in tqdm(range(1, cfg.rounds + 1), desc="FedAvg rounds", disable=not progress, leave=False):
+    for r in progress_bar(range(1, cfg.rounds + 1), desc="FedAvg rounds", disable=not progress, leave=False):
         m = max(1, int(round(cfg.fraction * len(parts))))
         chosen = np.sort(rng.choice(len(parts), m, replace=False))
         states, sizes = [], []
@@ -144,13 +144,13 @@ def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[n
 def centralised(make_model: Callable[[], nn.Module], data: Dataset, test: Dataset, cfg: FedConfig, *,
                 progress: bool = True) -> list[dict]:
     """The same model trained on all the data in one place, one epoch per 'round' (same passes over the data)."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     model = make_model()
     out = []
-    for r in tqdm(range(1, cfg.rounds + 1), desc="centralised", disable=not progress, leave=False):
+    for r in progress_bar(range(1, cfg.rounds + 1), desc="centralised", disable=not progress, leave=False):
         train_local(model, data, epochs=cfg.local_epochs, lr=round_lr(cfg, r), momentum=cfg.momentum,
                     batch_size=cfg.batch_size, generator=g, device=cfg.device)
         out.append({"round": r, "test_acc": _accuracy(model, test, cfg.device)})
@@ -161,10 +161,10 @@ def local_only(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequen
                cfg: FedConfig, *, progress: bool = True) -> list[dict]:
     """Each store trains alone for ``rounds * local_epochs`` epochs (the same per-round learning rates and momentum
     resets as FedAvg); returns its global test accuracy."""
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     out = []
-    for k, idx in enumerate(tqdm(parts, desc="local-only stores", disable=not progress, leave=False)):
+    for k, idx in enumerate(progress_bar(parts, desc="local-only stores", disable=not progress, leave=False)):
         torch.manual_seed(cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed + k)
         model = make_model()

@@ -267,7 +267,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
 
     At the end the model holds the **best** epoch's weights when there is validation data (else the last).
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     rank, world, local_rank = _dist_info()
     device = resolve_device(cfg.device)
@@ -336,7 +336,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.long)
             seen = 0
-            bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress or rank)
+            bar = progress_bar(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                               disable=not progress or rank)
             for x, y in bar:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if channels_last and x.ndim == 4:
@@ -388,7 +389,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
                         writer.add_scalar(k, v, epoch + 1)
             if progress and rank == 0:
                 shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in rec.items()}
-                tqdm.write(" ".join(f"{k}={v}" for k, v in shown.items()))
+                bar.write(" ".join(f"{k}={v}" for k, v in shown.items()))
             if on_epoch_end is not None:
                 on_epoch_end(rec)
     if writer is not None:
@@ -412,7 +413,7 @@ def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig
         ``{"lrs": array, "losses": smoothed losses, "suggestion": lr}`` where the suggestion is the point of
         steepest descent of the smoothed loss (a common default for the peak LR of a one-cycle schedule).
     """
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     device = resolve_device(cfg.device)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -426,7 +427,7 @@ def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig
     lrs, losses, avg, best = [], [], 0.0, math.inf
     seed_everything(cfg.seed)
     it, step = iter(loader), 0
-    bar = tqdm(total=num_iter, desc="lr_find", leave=False, disable=not progress)
+    bar = progress_bar(total=num_iter, desc="lr_find", leave=False, disable=not progress)
     with deterministic_mode(device.type == "cpu"):
         while step < num_iter:
             try:

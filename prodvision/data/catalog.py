@@ -85,9 +85,9 @@ def scan_files(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decoding releases the GIL
         results = pool.map(check, paths)
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-            results = tqdm(results, total=len(paths), desc="scan", unit="img")
+            results = progress_bar(results, total=len(paths), desc="scan", unit="img")
         report = ScanReport()
         for p, res in zip(paths, results):
             (report.refused.append(res) if res else report.ok.append(p))
