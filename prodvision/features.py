@@ -74,9 +74,9 @@ def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] 
     Returns:
         ``features`` float32 ``(N, D)`` and ``targets`` int64 ``(N,)``.
     """
-    from .progress import progress_bar
-
+    from .evaluate import nhwc
     from .paths import cache_dir as default_cache
+    from .progress import progress_bar
     from .train import resolve_device
 
     ident = {"backbone": key if key is not None else model_fingerprint(backbone), "data": dataset_fingerprint(data),
@@ -92,12 +92,13 @@ def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] 
     backbone.eval().to(dev)
     feats, ys = [], []
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    for x, y in progress_bar(loader, desc="features", leave=False, disable=not progress):
-        x = x.to(dev)
-        if channels_last and x.ndim == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        feats.append(backbone(x).float().flatten(1).cpu())
-        ys.append(torch.as_tensor(y))
+    with nhwc(backbone, channels_last):
+        for x, y in progress_bar(loader, desc="features", leave=False, disable=not progress):
+            x = x.to(dev)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            feats.append(backbone(x).float().flatten(1).cpu())
+            ys.append(torch.as_tensor(y))
     backbone.train(was)
     out = {"features": torch.cat(feats), "targets": torch.cat(ys).long(), "ident": json.dumps(ident, default=str)}
     folder.mkdir(parents=True, exist_ok=True)

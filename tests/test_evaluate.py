@@ -28,6 +28,23 @@ def test_predict_restores_mode_and_applies_tta(tiny_model):
     np.testing.assert_allclose(tta, expect.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_predict_runs_nhwc_and_hands_the_model_back_in_nchw(tiny_model):
+    x = torch.rand(10, 3, 8, 8)
+    loader = DataLoader(TensorDataset(x, torch.arange(10) % 3), batch_size=4)
+    seen = []
+    tiny_model[0].register_forward_pre_hook(lambda m, inp: seen.append(m.weight.is_contiguous()))
+    nchw, _ = ev.predict(tiny_model, loader, device="cpu", channels_last=False)
+    fast, _ = ev.predict(tiny_model, loader, device="cpu")
+    np.testing.assert_allclose(fast, nchw, rtol=1e-5, atol=1e-6)
+    assert seen == [True] * 3 + [False] * 3  # NCHW weights, then NHWC ones during the second call
+    assert tiny_model[0].weight.is_contiguous()  # handed back as it came
+    assert not any(p.is_inference() for p in tiny_model.parameters())  # and still trainable (Grad-CAM needs backward)
+    tiny_model(x).sum().backward()
+    already = tiny_model.to(memory_format=torch.channels_last)
+    ev.predict(already, loader, device="cpu")
+    assert not already[0].weight.is_contiguous()  # a model that was NHWC stays NHWC
+
+
 def test_accuracy_topk_prf():
     y = np.array([0, 1, 2, 2])
     logits = np.array([[3, 2, 1], [3, 2, 1], [1, 2, 3], [3, 2, 1]], np.float32)  # 2 of 4 right
