@@ -71,9 +71,10 @@ def hard_vote(logits_list: Sequence[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class Stacker:
-    """Stacking: a multinomial logistic regression on the members' concatenated log-probabilities.
+    """Stacking: a multinomial logistic regression on the members' concatenated log-probabilities, standardised.
 
-    Fit on validation predictions, evaluate on test predictions.
+    Fit on validation predictions, evaluate on test predictions. Standardising matters for speed: raw
+    log-probabilities span ~0 to -28, and L-BFGS needed ~1,000 iterations on them (10 s for 3,000 images) vs ~70.
     """
 
     C: float = 1.0  # inverse L2 strength of the logistic regression
@@ -85,8 +86,11 @@ class Stacker:
 
     def fit(self, val_logits: Sequence[np.ndarray], val_targets: np.ndarray) -> "Stacker":
         from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
 
-        self.model = LogisticRegression(C=self.C, max_iter=2000).fit(self._features(val_logits), val_targets)
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(C=self.C, max_iter=2000))
+        self.model.fit(self._features(val_logits), val_targets)
         return self
 
     def predict_proba(self, logits_list: Sequence[np.ndarray]) -> np.ndarray:
