@@ -17,7 +17,8 @@ from .recipes import Recipe
 from .train import TrainConfig
 from .transforms import AugmentConfig
 
-__all__ = ["ROLES", "default_recipe", "register", "recipe", "recipe_from_dict", "icon_features", "icons_probe_model"]
+__all__ = ["ROLES", "default_recipe", "register", "recipe", "recipe_from_dict", "logits", "icon_features",
+           "icons_probe_model"]
 
 # Fashion-MNIST at a 5-8 epoch CPU budget: flips only and no label smoothing beat stronger regularisation
 # (at 5 epochs, flip + translate + label smoothing 0.1 gave 90.0% test vs 92.0-92.2% for this setting, same time).
@@ -51,10 +52,25 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 ROLES = tuple(_DEFAULTS)
 
 
+_DEFAULT = object()  # "not given" for overrides where None is a meaningful value
+
+
+def _tuples(v):
+    """JSON/YAML lists (e.g. from papermill parameters) as tuples, so recipes hash and compare the same."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, (list, tuple)) else v
+
+
 def default_recipe(role: str, *, epochs: int | None = None, widths: tuple[int, ...] | None = None,
                    size: int | None = None, batch_size: int | None = None, lr: float | None = None, seed: int = 0,
-                   device: str = "auto") -> Recipe:
-    """The default recipe for ``role`` (see ``ROLES``), with optional overrides."""
+                   device: str = "auto", model_kwargs: dict[str, Any] | None = None,
+                   augment: AugmentConfig | dict[str, Any] | None = None, labels_per_class: Any = _DEFAULT) -> Recipe:
+    """The default recipe for ``role`` (see ``ROLES``), with optional overrides.
+
+    ``model_kwargs`` adds architecture arguments (e.g. ``{"depths": (2, 2, 2), "stem_pool": False}`` for a bigger
+    MiniResNet on a GPU); ``augment`` replaces the augmentation (an ``AugmentConfig`` or a dict of its fields);
+    ``labels_per_class`` the number of training images per class (``None`` = all). Overrides equal to the defaults
+    give the default recipe (the same cache key).
+    """
     if role not in _DEFAULTS:
         raise ValueError(f"unknown role {role!r}; choose from {ROLES}")
     d = _DEFAULTS[role]
@@ -65,10 +81,14 @@ def default_recipe(role: str, *, epochs: int | None = None, widths: tuple[int, .
             t["cycles"] = epochs
     t.update({k: v for k, v in (("batch_size", batch_size), ("lr", lr)) if v is not None})
     cfg = TrainConfig(**t, seed=seed, device=device)
-    kwargs = {"widths": tuple(widths or d["widths"])} if "widths" in d else {}
+    kwargs = {"widths": _tuples(widths or d["widths"])} if "widths" in d else {}
+    kwargs.update({k: _tuples(v) for k, v in (model_kwargs or {}).items()})
+    if isinstance(augment, dict):
+        augment = AugmentConfig(**{k: _tuples(v) for k, v in augment.items()})
+    lpc = d.get("labels_per_class") if labels_per_class is _DEFAULT else labels_per_class
     return Recipe(name=d["name"], arch=d["arch"], data=d.get("data", "fashion-mnist"), weights=d.get("weights"),
-                  size=size or d.get("size"), in_chans=d.get("in_chans"), model_kwargs=kwargs, augment=d["augment"],
-                  labels_per_class=d.get("labels_per_class"), train=cfg)
+                  size=size or d.get("size"), in_chans=d.get("in_chans"), model_kwargs=kwargs,
+                  augment=augment or d["augment"], labels_per_class=lpc, train=cfg)
 
 
 def _registry() -> Path:
@@ -109,6 +129,45 @@ def recipe(role: str, *, device: str = "auto") -> Recipe:
     if role in reg:
         return recipe_from_dict(reg[role])
     return default_recipe(role, device=device)
+
+
+VIEWS = {"plain": None, "mirrored": [lambda x: x.flip(-1)]}  # "mirrored": every image flipped left-right
+
+
+def logits(role: str, split: str, *, view: str = "plain", device: str = "auto"):
+    """The course's ``role`` model's logits on Fashion-MNIST's ``split`` ("val" or "test") in one ``view``.
+
+    Notebooks 05-08 all look at the same predictions of the same models; each set is computed once and kept next
+    to the model's checkpoint (keyed by the recipe and the checkpoint file, so a retrained model is predicted
+    again). Flip TTA is the mean of the "plain" and "mirrored" logits, as ``predict(tta=...)`` computes it.
+
+    Returns:
+        ``(logits (N, K) float32, targets (N,) int64)``, like :func:`prodvision.evaluate.predict`.
+    """
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from .evaluate import predict
+    from .recipes import get_or_train, prepare_data
+
+    if split not in ("val", "test") or view not in VIEWS:
+        raise ValueError(f"split must be 'val' or 'test' and view one of {list(VIEWS)}; got {split!r}, {view!r}")
+    r = recipe(role, device=device)
+    trained = get_or_train(r)
+    st = trained.checkpoint.stat()
+    stamp = np.array([st.st_size, st.st_mtime_ns], dtype=np.int64)
+    path = trained.checkpoint.parent / "logits" / f"{split}-{view}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            if np.array_equal(z["stamp"], stamp):
+                return z["logits"], z["targets"]
+    data = getattr(prepare_data(r), split)
+    out, y = predict(trained.model, DataLoader(data, batch_size=1000), tta=VIEWS[view], device=device)
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, logits=out, targets=y, stamp=stamp)
+    tmp.replace(path)  # atomic: a killed run leaves no half-written file behind
+    return out, y
 
 
 def icon_features(size: int, *, device: str = "auto"):

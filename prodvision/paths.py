@@ -34,8 +34,10 @@ def cache_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    return project_dir() / "figures"
+    """Where notebooks save figures: ``$PRODVISION_FIGURES`` or ``<project>/figures``."""
+    return Path(os.environ.get("PRODVISION_FIGURES") or project_dir() / "figures")
 
 
 def results_dir() -> Path:
-    return project_dir() / "results"
+    """Where notebooks write run records: ``$PRODVISION_RESULTS`` or ``<project>/results``."""
+    return Path(os.environ.get("PRODVISION_RESULTS") or project_dir() / "results")

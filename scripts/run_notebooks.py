@@ -2,18 +2,26 @@
 
     python scripts/run_notebooks.py            # all notebooks/NN_*.ipynb in order
     python scripts/run_notebooks.py 03 06      # only those whose names start with these prefixes
+    python scripts/run_notebooks.py --params scripts/gpu.yaml --output-dir runs/gpu 03 07   # bigger settings
 
 Each notebook runs with its committed ``parameters`` defaults (what CI runs), from ``notebooks/`` as working
 directory. A notebook is executed into a temporary file and replaces the committed one only if it ran without
 error, so a failure never destroys the committed outputs (the failed copy is kept in ``runs/failed/``).
 Afterwards ``results/summary.json`` holds per-notebook runtimes, the total and the best Fashion-MNIST test accuracy,
 and the README's results table is regenerated from it.
+
+``--params FILE`` (YAML) maps notebook-name prefixes to papermill parameters, e.g. ``03: {epochs: 40}``. Runs with
+other settings than the committed defaults must not overwrite the committed outputs and records, so ``--params``
+needs ``--output-dir DIR``: the executed notebooks go to ``DIR``, and the notebooks write their figures, run records
+(and ``summary.json``) and trained models under ``DIR/figures``, ``DIR/results`` and ``DIR/cache``
+(``$PRODVISION_FIGURES``, ``$PRODVISION_RESULTS``, ``$PRODVISION_CACHE``); the README is left alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import sys
@@ -25,20 +33,42 @@ ROOT = Path(__file__).resolve().parent.parent
 NB_DIR, RESULTS, README = ROOT / "notebooks", ROOT / "results", ROOT / "README.md"
 
 
-def run(notebooks: list[Path]) -> tuple[dict[str, float], bool]:
+def load_params(path: Path, notebooks: list[Path]) -> dict[str, dict]:
+    """``{notebook stem: parameters}`` from a YAML file keyed by notebook-name prefixes."""
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise SystemExit(f"{path}: cannot read parameters: {e}")
+    if not isinstance(spec, dict) or not all(isinstance(v, dict) for v in spec.values()):
+        raise SystemExit(f"{path}: expected a mapping of notebook prefixes to parameter mappings, e.g. '03: {{epochs: 40}}'")
+    out = {}
+    for prefix, params in spec.items():
+        prefix = f"{prefix:02d}" if isinstance(prefix, int) else prefix  # YAML reads an unquoted 03 as the number 3
+        hits = [nb for nb in notebooks if nb.name.startswith(str(prefix))]
+        if len(hits) != 1:
+            raise SystemExit(f"{path}: prefix {prefix!r} matches {len(hits)} of the selected notebooks (need exactly 1)")
+        out[hits[0].stem] = params
+    return out
+
+
+def run(notebooks: list[Path], params: dict[str, dict] | None = None,
+        output_dir: Path | None = None) -> tuple[dict[str, float], bool]:
     """Execute each notebook in order; stop at the first failure. Returns the runtimes of those that ran and whether
-    one failed."""
+    one failed. With ``output_dir`` the executed notebooks go there instead of replacing the committed ones."""
     import papermill as pm
 
     times = {}
     for nb in notebooks:
-        print(f"== {nb.name}", flush=True)
+        p = (params or {}).get(nb.stem, {})
+        print(f"== {nb.name}" + (f" with {p}" if p else ""), flush=True)
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / nb.name
             try:
-                pm.execute_notebook(str(nb), str(out), cwd=str(NB_DIR), kernel_name="python3", progress_bar=True,
-                                    request_save_on_cell_execute=False)
+                pm.execute_notebook(str(nb), str(out), parameters=p, cwd=str(NB_DIR), kernel_name="python3",
+                                    progress_bar=True, request_save_on_cell_execute=False)
             except Exception as e:  # papermill raises PapermillExecutionError; keep the evidence, stop the run
                 failed = ROOT / "runs" / "failed"
                 failed.mkdir(parents=True, exist_ok=True)
@@ -48,20 +78,20 @@ def run(notebooks: list[Path]) -> tuple[dict[str, float], bool]:
                       f"   the committed notebook is unchanged; the failed run is in runs/failed/{nb.name}",
                       file=sys.stderr)
                 return times, True
-            shutil.copy(out, nb)
+            shutil.copy(out, output_dir / nb.name if output_dir else nb)
         times[nb.stem] = round(time.perf_counter() - t0, 1)
         print(f"   {nb.name}: {times[nb.stem]:.0f} s", flush=True)
     return times, False
 
 
-def summarize(times: dict[str, float]) -> dict:
-    """Merge new runtimes into results/summary.json and compute the headline numbers from results/*.json."""
-    path = RESULTS / "summary.json"
+def summarize(times: dict[str, float], results: Path = RESULTS) -> dict:
+    """Merge new runtimes into ``results/summary.json`` and compute the headline numbers from ``results/*.json``."""
+    path = results / "summary.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     runtimes = {**old.get("runtime_s", {}), **times}
     runtimes = {k: runtimes[k] for k in sorted(runtimes) if (NB_DIR / f"{k}.ipynb").exists()}
     best, best_nb, headlines = None, None, {}
-    for rec_path in sorted(RESULTS.glob("[0-9]*.json")):
+    for rec_path in sorted(results.glob("[0-9]*.json")):
         rec = json.loads(rec_path.read_text())
         m = rec.get("metrics", {})
         headlines[rec["notebook"]] = {k: v for k, v in m.items() if isinstance(v, (int, float))}
@@ -72,7 +102,7 @@ def summarize(times: dict[str, float]) -> dict:
     summary = {"runtime_s": runtimes, "total_runtime_s": round(sum(runtimes.values()), 1),
                "fashion_mnist_best_test_acc": best, "fashion_mnist_best_from": best_nb,
                "machine": machine if headlines else {}, "headlines": headlines}
-    RESULTS.mkdir(exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -107,16 +137,30 @@ def update_readme(summary: dict) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("prefixes", nargs="*", help="run only notebooks whose names start with these")
+    ap.add_argument("--params", type=Path, help="YAML: notebook prefix -> papermill parameters (needs --output-dir)")
+    ap.add_argument("--output-dir", type=Path, help="write executed notebooks, figures, results and models here")
     args = ap.parse_args()
     nbs = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
     if args.prefixes:
         nbs = [nb for nb in nbs if any(nb.name.startswith(p) for p in args.prefixes)]
     if not nbs:
         raise SystemExit("no notebooks matched")
+    if args.params and not args.output_dir:
+        raise SystemExit("--params changes the settings, so the committed outputs must stay: add --output-dir DIR")
+    params = load_params(args.params, nbs) if args.params else {}
+    results = RESULTS
+    if args.output_dir:
+        out = args.output_dir.resolve()
+        results = out / "results"
+        for sub, var in (("figures", "PRODVISION_FIGURES"), ("results", "PRODVISION_RESULTS"),
+                         ("cache", "PRODVISION_CACHE")):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+            os.environ[var] = str(out / sub)  # inherited by the kernels papermill starts
     t0 = time.perf_counter()
-    times, failed = run(nbs)
-    summary = summarize(times)  # the notebooks that succeeded keep their new runtimes and results
-    update_readme(summary)
+    times, failed = run(nbs, params, args.output_dir.resolve() if args.output_dir else None)
+    summary = summarize(times, results)  # the notebooks that succeeded keep their new runtimes and results
+    if not args.output_dir:
+        update_readme(summary)
     if failed:
         raise SystemExit(1)
     print(f"== done: {len(nbs)} notebooks in {(time.perf_counter() - t0) / 60:.1f} min; "

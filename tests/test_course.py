@@ -34,3 +34,51 @@ def test_nhwc_course_recipes_train_bit_reproducibly(role, tmp_path, monkeypatch)
 def test_unknown_role_is_refused():
     with pytest.raises(ValueError, match="unknown role"):
         course.default_recipe("nope")
+
+
+def test_overrides_equal_to_the_defaults_keep_the_recipe():
+    """Notebook 03 passes all its parameters; at their defaults it must hit the cached default models."""
+    for role, kw in (("main", dict(widths=[24, 48, 96], model_kwargs={}, augment={"hflip": 0.5})),
+                     ("vgg", dict(widths=(16, 32, 64), augment={"hflip": 0.5}, labels_per_class=2700))):
+        assert course.default_recipe(role, **kw).key() == course.default_recipe(role).key()
+
+
+def test_overrides_from_papermill_parameters():
+    """YAML/JSON lists become tuples; ``labels_per_class=None`` means all images (not "the default")."""
+    r = course.default_recipe("main", widths=[96, 192, 384], model_kwargs={"depths": [2, 2, 2], "stem_pool": False},
+                              augment={"hflip": 0.5, "crop_padding": 2, "erasing": 0.5})
+    assert r.model_kwargs == {"widths": (96, 192, 384), "depths": (2, 2, 2), "stem_pool": False}
+    assert (r.augment.crop_padding, r.augment.erasing) == (2, 0.5)
+    assert r.key() != course.default_recipe("main").key()
+    assert course.default_recipe("vgg").labels_per_class == 2700
+    assert course.default_recipe("vgg", labels_per_class=None).labels_per_class is None
+    with pytest.raises(TypeError):
+        course.default_recipe("main", augment={"flip": 0.5})  # not an AugmentConfig field
+
+
+def test_logits_are_computed_once_and_match_predict(tmp_path, monkeypatch):
+    import os
+
+    import numpy as np
+    from torch.utils.data import DataLoader
+
+    from prodvision.evaluate import predict
+    from prodvision.recipes import prepare_data
+
+    monkeypatch.setenv("PRODVISION_CACHE", str(tmp_path))
+    r = replace(course.default_recipe("main", epochs=1, widths=(8, 16, 32), device="cpu"), labels_per_class=20)
+    course.register("main", r)
+    trained = get_or_train(r, progress=False)
+    data = prepare_data(r)
+    want, y = predict(trained.model, DataLoader(data.val, batch_size=1000), tta=[lambda x: x.flip(-1)])
+    got, gy = course.logits("main", "val", view="mirrored")
+    assert np.array_equal(got, want) and np.array_equal(gy, y)
+    cached = tmp_path / "recipes" / trained.checkpoint.parent.name / "logits" / "val-mirrored.npz"
+    assert cached.is_file()
+    np.savez(cached, logits=np.zeros_like(got), targets=gy, stamp=np.load(cached)["stamp"])
+    assert not course.logits("main", "val", view="mirrored")[0].any()  # served from the file...
+    st = trained.checkpoint.stat()
+    os.utime(trained.checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # ...until the model changes
+    assert np.array_equal(course.logits("main", "val", view="mirrored")[0], want)
+    with pytest.raises(ValueError, match="split must be"):
+        course.logits("main", "train")

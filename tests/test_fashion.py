@@ -73,3 +73,20 @@ def test_real_fashion_mnist_verified():
     raw = path.read_bytes()
     data = gzip.decompress(raw) if path.suffix == ".gz" else raw
     assert hashlib.sha256(data).hexdigest() == fashion._FILES["t10k-labels-idx1-ubyte"][0]
+
+
+def test_decoded_once_per_process_but_callers_get_their_own_copy(tmp_path):
+    root = _write_idx(tmp_path / "fm", gz=False)
+    a = load_fashion_mnist(root, verify=False)
+    a.train.images[0] = 255  # a caller may modify what it got...
+    b = load_fashion_mnist(root, verify=False)
+    assert b.train.images.flags.writeable and not (b.train.images[0] == 255).all()  # ...without touching others
+    # a file replaced on disk is read again, not served from memory
+    import os
+
+    f = root / "train-labels-idx1-ubyte"
+    data = bytearray(f.read_bytes())
+    data[-1] = 7
+    f.write_bytes(bytes(data))
+    os.utime(f, ns=(os.stat(f).st_atime_ns, os.stat(f).st_mtime_ns + 10**9))
+    assert load_fashion_mnist(root, verify=False).train.targets[-1] == 7

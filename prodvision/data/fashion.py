@@ -165,7 +165,20 @@ def find_fashion_mnist(root: str | os.PathLike | None = None) -> tuple[str, Path
     return None
 
 
+_DECODED: dict[tuple, np.ndarray] = {}  # (file, size, mtime, stem, verify) -> decoded array, per process
+
+
 def _read_idx(path: Path, stem: str, verify: bool) -> np.ndarray:
+    """Decode (and verify) one idx file. Each file is decompressed and hashed once per process (about 0.4 s for the
+    four files); later calls get a fresh copy, so callers may modify what they get."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, stem, verify)
+    if key not in _DECODED:
+        _DECODED[key] = _decode_idx(path, stem, verify)
+    return _DECODED[key].copy()  # writable, owns its memory
+
+
+def _decode_idx(path: Path, stem: str, verify: bool) -> np.ndarray:
     raw = path.read_bytes()
     data = gzip.decompress(raw) if path.suffix == ".gz" else raw
     expected, count = _FILES[stem]
@@ -180,7 +193,9 @@ def _read_idx(path: Path, stem: str, verify: bool) -> np.ndarray:
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
     if verify and dims[0] != count:
         raise DatasetChecksumError(f"{path}: holds {dims[0]} items, expected {count}")
-    return arr.copy()  # writable, owns its memory
+    arr = arr.copy()
+    arr.flags.writeable = False  # the cached master copy
+    return arr
 
 
 def _download(dest: Path) -> Path:

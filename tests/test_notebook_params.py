@@ -1,0 +1,62 @@
+"""The notebooks' ``parameters`` cells and the settings files for bigger runs (scripts/gpu.yaml)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "scripts" / "run_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _parameters_cell(nb: Path) -> str:
+    cells = [c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
+    assert "parameters" in cells[0].get("metadata", {}).get("tags", []), f"{nb.name}: first code cell is not tagged"
+    return "".join(cells[0]["source"])
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_papermill_reads_every_parameter(nb):
+    """papermill parses the cell line by line; a line it cannot parse (e.g. a comment containing '=') makes it
+    report the parameter as unknown. Every assigned name must come back."""
+    import papermill as pm
+
+    assigned = [t.id for node in ast.parse(_parameters_cell(nb)).body if isinstance(node, ast.Assign)
+                for t in node.targets]
+    assert list(pm.inspect_notebook(str(nb))) == assigned
+    assert {"seed", "device"} <= set(assigned)
+
+
+def test_gpu_settings_name_existing_parameters():
+    import papermill as pm
+
+    script = _load_script()
+    params = script.load_params(ROOT / "scripts" / "gpu.yaml", NOTEBOOKS)
+    assert params, "scripts/gpu.yaml selects no notebook"
+    for stem, p in params.items():
+        known = set(pm.inspect_notebook(str(ROOT / "notebooks" / f"{stem}.ipynb")))
+        assert set(p) <= known, f"{stem}: unknown parameters {sorted(set(p) - known)}"
+
+
+def test_params_file_errors(tmp_path):
+    script = _load_script()
+    good = tmp_path / "ok.yaml"
+    good.write_text("03: {epochs: 2}\n")  # an unquoted 03 is the number 3 in YAML
+    assert script.load_params(good, NOTEBOOKS) == {"03_building_vgg_resnet": {"epochs": 2}}
+    for text, msg in (("'0': {epochs: 2}\n", "matches 10"), ("'99': {epochs: 2}\n", "matches 0"),
+                      ("- epochs\n", "expected a mapping"), ("03: [\n", "cannot read")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(SystemExit, match=msg):
+            script.load_params(bad, NOTEBOOKS)
