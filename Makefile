@@ -7,14 +7,19 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.prodvision-installed
 NBVAL_TIMEOUT ?= 1800
+# Tests write figures and run records to a scratch folder, so `make test` leaves the checkout as it was; trained models
+# go to runs/cache (ignored by git) so that a second run reuses them. No progress bars in executed notebooks' outputs.
+SCRATCH := $(CURDIR)/runs/test-output
+TEST_ENV := PRODVISION_FIGURES=$(SCRATCH)/figures PRODVISION_RESULTS=$(SCRATCH)/results PRODVISION_PROGRESS=0
 
-.PHONY: all setup system data notebooks test unit nbval benchmarks clean-cache help
+.PHONY: all setup system data notebooks test unit unit-all nbval benchmarks clean-cache help
 all: test
 
 help:
 	@echo "make notebooks  - set up, then execute every notebook in order (writes outputs, figures/, results/)"
 	@echo "make test       - set up, then unit tests + nbval on every notebook"
-	@echo "make unit       - unit tests only;  make nbval - notebooks only;  make benchmarks - speed ratios"
+	@echo "make unit       - the fast unit tests (not marked slow);  make unit-all - every unit test"
+	@echo "make nbval      - notebooks only;  make benchmarks - speed and memory ratios (run on an idle machine)"
 
 setup: $(STAMP)
 
@@ -31,15 +36,19 @@ data: setup system
 	@$(PY) -m prodvision data fetch
 
 notebooks: data
-	$(PY) scripts/run_notebooks.py
+	PRODVISION_PROGRESS=0 $(PY) scripts/run_notebooks.py
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_serve_browser.py  # refreshes figures/serve_upload_page.png
 
 unit: data
-	$(PY) -m pytest tests
+	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider -m "not slow" tests
+
+unit-all: data
+	$(TEST_ENV) $(PY) -m pytest -p no:cacheprovider tests
 
 nbval: data
-	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(NBVAL_TIMEOUT) -p no:cacheprovider notebooks
+	$(TEST_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout=$(NBVAL_TIMEOUT) -p no:cacheprovider notebooks
 
-test: unit nbval
+test: unit-all nbval
 
 benchmarks: data
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -5,6 +5,9 @@
    Overhead = p50(HTTP) / p50(bare) - 1; target <= 20% (meaningful for a model whose call dominates, e.g. resnet18).
 2. Load: ``--clients`` concurrent httpx clients in a *second process* send ``--load-requests`` requests in at most
    ``--load-seconds``; checks that none failed and reports the server's RSS growth (psutil).
+3. Huge uploads: ``--huge`` (16) concurrent uploads of a 40-Mpx solid-colour PNG (~125 KB on the wire, 160 MB
+   decoded), against a fresh server without a decode budget (``decode_budget_mb`` = 1 TB) and one with the default
+   budget; reports each server's peak RSS (VmHWM) at start and after the burst, and requests/s. Linux only.
 
     python benchmarks/bench_serve.py                  # resnet18 (random weights) @ 224 px, 200 requests
     python benchmarks/bench_serve.py --quick          # smoke setting: mini_resnet @ 32 px, few requests (< 30 s)
@@ -59,6 +62,46 @@ def _client(url: str, image: str, clients: int, requests: int, seconds: float) -
     print(json.dumps({"counts": counts, "seconds": time.monotonic() - t0}))
 
 
+def _vm_hwm(pid: int) -> int:
+    """Peak resident set size of ``pid`` in bytes (Linux ``/proc``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
+def _huge_burst(ck: Path, cfg, n: int, log: Path) -> dict:
+    """``n`` concurrent uploads of a 40-Mpx PNG to a fresh server: peak RSS at start and after, status counts, time."""
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from PIL import Image
+
+    from prodvision.serve import serving
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8000, 5000), (200, 60, 40)).save(buf, "PNG", compress_level=9)
+    data = buf.getvalue()
+    with serving(ck, config=cfg, log_path=log) as (url, proc):
+        start = _vm_hwm(proc.pid)
+
+        def post(i: int) -> str:
+            try:
+                return str(httpx.post(f"{url}/predict", files={"files": (f"huge{i}.png", data, "image/png")},
+                                      timeout=600).status_code)
+            except httpx.HTTPError as e:
+                return type(e).__name__
+
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(n) as pool:
+            codes = list(pool.map(post, range(n)))
+        seconds = time.monotonic() - t0
+        peak = _vm_hwm(proc.pid)
+    return {"start": start, "peak": peak, "seconds": seconds, "counts": {c: codes.count(c) for c in sorted(set(codes))},
+            "wire_bytes": len(data)}
+
+
 def _checkpoint(arch: str, size: int, path: Path) -> Path:
     from prodvision.checkpoint import save_checkpoint
     from prodvision.models import create_model
@@ -83,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--load-requests", type=int, default=400)
     ap.add_argument("--load-seconds", type=float, default=60.0)
     ap.add_argument("--threads", type=int, default=None, help="ORT intra-op threads, server and bare call alike")
+    ap.add_argument("--huge", type=int, default=16, help="concurrent 40-Mpx PNG uploads (0 = skip that part)")
     ap.add_argument("--quick", action="store_true", help="smoke setting: tiny model, 20 requests, 40 under load")
     ap.add_argument("--client", nargs=5, metavar=("URL", "IMAGE", "CLIENTS", "N", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -96,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from prodvision.data import product_icons_dir
     from prodvision.export import export_onnx
-    from prodvision.predict import load_deployed, predict_images
+    from prodvision.deployed import load_deployed
+    from prodvision.predict import predict_images
     from prodvision.serve import ServeConfig, serving
 
     if args.quick:
@@ -138,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         if load.returncode != 0:
             raise SystemExit(f"error: the load client failed:\n{load.stderr[-2000:]}")
         res = json.loads(load.stdout.strip().splitlines()[-1])
+        huge = {}
+        if args.huge > 0:
+            for name, budget in [("no budget", 2.0**20), ("budget", ServeConfig().decode_budget_mb)]:
+                huge[name] = _huge_burst(ck, ServeConfig(threads=args.threads, max_pixels=50_000_000,
+                                                         max_files=args.clients + 1, decode_budget_mb=budget),
+                                         args.huge, Path(tmp) / f"huge-{budget:g}.log")
     (b50, b95), (p50, p95), (h50, h95) = _pcts(t_bare), _pcts(t_pipe), _pcts(t_http)
     ok = res["counts"].get("200", 0)
     errors = sum(v for k, v in res["counts"].items() if k != "200")
@@ -147,10 +198,23 @@ def main(argv: list[str] | None = None) -> int:
           f"HTTP /predict {h50:.2f} / {h95:.2f}  ({args.requests} requests)")
     print(f"load: {args.clients} clients, {ok} ok + {errors} failed {res['counts']} in {res['seconds']:.1f} s "
           f"({ok / max(res['seconds'], 1e-9):.1f} req/s); server RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MB")
+    gb = 2.0**30
+    for name, h in huge.items():
+        budget = "off (1 TB)" if name == "no budget" else f"{ServeConfig().decode_budget_mb:g} MB"
+        print(f"huge uploads, decode budget {budget}: {args.huge} concurrent 40-Mpx PNGs "
+              f"({h['wire_bytes'] / 1e3:.0f} KB each) -> {h['counts']} in {h['seconds']:.1f} s "
+              f"({args.huge / h['seconds']:.2f} req/s); peak RSS "
+              f"{h['start'] / gb:.2f} GB at start -> {h['peak'] / gb:.2f} GB")
+    huge_failed = sum(v for h in huge.values() for k, v in h["counts"].items() if not k.startswith(("2", "4")))
     print(f"SUMMARY HTTP overhead p50 {100 * (h50 / b50 - 1):.0f}% p95 {100 * (h95 / b95 - 1):.0f}% over the bare "
           f"model (target <= 20%), pipeline-only p50 {100 * (p50 / b50 - 1):.0f}%; load errors {errors}; "
           f"RSS growth {(rss1 - rss0) / 2**20:+.1f} MB")
-    return 1 if errors else 0
+    if huge:
+        off, on = huge["no budget"], huge["budget"]
+        print(f"SUMMARY huge uploads: peak RSS {off['peak'] / gb:.2f} GB without the decode budget, "
+              f"{on['peak'] / gb:.2f} GB with it ({off['peak'] / on['peak']:.1f}x less; target <= 1.5 GB); "
+              f"{args.huge / off['seconds']:.2f} vs {args.huge / on['seconds']:.2f} req/s; 5xx/failed {huge_failed}")
+    return 1 if errors or huge_failed else 0
 
 
 if __name__ == "__main__":

@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .cache import atomic_write
+from .errors import ProdvisionError
+
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "CheckpointError"]
 
 FORMAT = "prodvision-checkpoint/1"
 
 
-class CheckpointError(ValueError):
-    """A file is not a readable prodvision checkpoint; the message names the file and the reason."""
+class CheckpointError(ProdvisionError, ValueError):
+    """A model file (checkpoint, or exported .onnx/.ts) is not readable; the message names the file and the reason."""
 
 
 def rng_state(generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -60,22 +62,14 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None = Non
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``obj`` to ``path`` atomically: temp file in the same folder, flush + fsync, ``os.replace``, fsync dir.
 
-    A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a torn file.
+    A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a torn file; the temp file
+    such a crash leaves behind is removed by the next save to the same path. The file gets the umask's permissions.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    obj = {"format": FORMAT, **obj}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed while writing
+        stale.unlink(missing_ok=True)
+    atomic_write(path, lambda fh: torch.save({"format": FORMAT, **obj}, fh))
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -1,11 +1,16 @@
-"""The ``prodvision`` command line: data checks, training, evaluation (and, from ``cli_deploy``, export/predict/serve).
+"""The ``prodvision`` command line: data checks, training, evaluation (and, from ``cli_deploy``, export/predict/cam/serve).
 
 Examples::
 
     prodvision data fetch                      # locate (or download) Fashion-MNIST and verify its checksums
     prodvision data scan data/product-icons    # check every file the way training loads it
     prodvision train --data fashion-mnist --arch mini_resnet --epochs 5 --out runs/mini_resnet
-    prodvision evaluate runs/mini_resnet/best.pt --data fashion-mnist
+    prodvision train --data my_photos/ --arch tf_efficientnet_lite0 --weights imagenet --out runs/shop
+    prodvision evaluate runs/shop/best.pt --out runs/shop/report   # the held-out test split, with figures
+
+Startup is fast: this module imports only the standard library and the torch-free ``prodvision.config``; each
+subcommand imports what it needs. Errors about the user's input (:class:`prodvision.errors.ProdvisionError`) print
+one line and exit with status 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,12 +20,23 @@ import json
 import sys
 from pathlib import Path
 
+from .config import PHOTO_SIZE, AugmentConfig, TrainConfig
+from .errors import ConfigError, ProdvisionError
+
 __all__ = ["main", "build_parser"]
+
+_T = TrainConfig()
+FINETUNE_MODES = ("probe", "last_stage", "full")  # prodvision.recipes.FINETUNE_MODES (checked by a test)
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show every default in --help and keep the description's line breaks."""
 
 
 # ---------------------------------------------------------------------------------------------- data
 def _cmd_data_scan(args) -> int:
-    from .data import ImageLimits, scan_folder
+    from .config import ImageLimits
+    from .data import scan_folder
 
     report = scan_folder(args.dir, limits=ImageLimits(max_pixels=args.max_pixels), progress=not args.json)
     if args.json:
@@ -42,92 +58,104 @@ def _cmd_data_fetch(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------- train / evaluate
-def _recipe_from_args(args):
-    from .recipes import Recipe
-    from .train import TrainConfig
-    from .transforms import AugmentConfig
+def _report_skipped(skipped, what: str) -> None:
+    for s in skipped:
+        print(f"skipped  {s.path}: {s.reason} [{s.code}]", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped while {what} (listed above)", file=sys.stderr)
 
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-                      schedule=args.schedule, label_smoothing=args.label_smoothing, seed=args.seed, device=args.device,
-                      num_workers=args.num_workers, weight_decay=args.weight_decay)
-    aug = AugmentConfig(hflip=0.5 if args.augment else 0.0, crop_padding=2 if args.augment else 0)
+
+# ---------------------------------------------------------------------------------------------- train
+def _recipe_from_args(args):
+    """The recipe the flags describe. Unset flags take the dataclasses' defaults, or -- when fine-tuning pretrained
+    weights -- the transfer defaults of ``prodvision.recipes.finetune_defaults``."""
+    from .models import get_arch
+    from .recipes import Recipe, default_batch_size, finetune_defaults
+
+    spec = get_arch(args.arch)
+    size = args.size or spec.input.size
+    finetune = args.finetune or ("full" if args.weights else None)
+    base = finetune_defaults(finetune) if finetune else {}
+    given = {k: getattr(args, k) for k in ("epochs", "lr", "optimizer", "schedule", "weight_decay",
+                                            "label_smoothing", "body_lr_mult") if getattr(args, k) is not None}
+    batch = args.batch_size or default_batch_size(size)
+    deterministic = {"auto": None, "on": True, "off": False}[args.deterministic]
+    cfg = TrainConfig(**{**base, **given, "batch_size": batch, "seed": args.seed, "device": args.device,
+                         "num_workers": args.num_workers, "deterministic": deterministic})
+    augment = _augment(args.augment, size)
+    trainable = tuple(args.trainable) if args.trainable else None
     return Recipe(name=Path(args.out).name, arch=args.arch, data=args.data, size=args.size, in_chans=args.in_chans,
-                  weights=args.weights, augment=aug, train=cfg)
+                  weights=args.weights, augment=augment, train=cfg, trainable=trainable, finetune=finetune,
+                  labels_per_class=args.labels_per_class, val_per_class=args.val_per_class,
+                  split_seed=args.split_seed, target_precision=args.target_precision)
+
+
+def _augment(name: str, size: int) -> AugmentConfig:
+    if name == "auto":
+        name = "photo" if size >= PHOTO_SIZE else "flip"
+    return {"none": AugmentConfig(hflip=0.0), "flip": AugmentConfig(hflip=0.5),
+            "shift": AugmentConfig(hflip=0.5, crop_padding=2),
+            "photo": AugmentConfig(hflip=0.5, scale=(0.6, 1.0), fill=255)}[name]
 
 
 def _cmd_train(args) -> int:
-    from .models import create_model, freeze
-    from .recipes import prepare_data
-    from .train import fit
+    from .recipes import prepare_data, train_recipe
+    from .runtime import resolve_device
 
+    resolve_device(args.device)  # a device that does not exist fails now, not after preparing the data
     recipe = _recipe_from_args(args)
     data = prepare_data(recipe)
-    print(f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test, {len(data.classes)} classes")
-    model = create_model(recipe.arch, len(data.classes), weights=recipe.weights, in_chans=data.input.in_chans)
-    if args.trainable:
-        freeze(model, args.trainable)
-    meta = {"arch": recipe.arch, "model_kwargs": {}, "in_chans": data.input.in_chans, "input": data.input.to_dict(),
-            "recipe": json.dumps(recipe.to_dict(), default=str)}
-    hist = fit(model, data.train, data.val, recipe.train, out_dir=args.out, resume=not args.no_resume,
-               classes=data.classes, meta=meta)
-    _print_table(hist.to_frame())
-    print(f"best {recipe.train.monitor}={hist.best_metric:.4f} at epoch {hist.best_epoch}; checkpoint {hist.checkpoint}")
+    _report_skipped(data.source.skipped, "reading the data")
+    t = recipe.train
+    print(f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
+          f"{len(data.classes)} classes; input {data.input.size} px x {data.input.in_chans} channel(s)")
+    print(f"recipe: {recipe.arch}" + (f" from {recipe.weights} weights, fine-tune: {recipe.finetune}"
+                                      if recipe.weights else " from random weights")
+          + f"; {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.schedule} schedule; "
+            f"run folder {args.out}")
+    trained = train_recipe(recipe, args.out, resume=not args.no_resume, data=data)
+    _print_table(trained.history.to_frame())
+    h = trained.history
+    print(f"best {t.monitor}={h.best_metric:.4f} at epoch {h.best_epoch}; checkpoint {h.checkpoint}")
+    print(f"next: prodvision evaluate {Path(args.out) / 'best.pt'} --out {Path(args.out) / 'report'}")
     return 0
 
 
-def load_model(checkpoint: str | Path):
-    """Rebuild a model from a prodvision checkpoint: ``(model, checkpoint_dict)``."""
-    from .checkpoint import load_checkpoint
-    from .models import create_model
-
-    ck = load_checkpoint(checkpoint)
-    model = create_model(ck["arch"], len(ck["classes"]), in_chans=ck.get("in_chans"), **ck.get("model_kwargs", {}))
-    model.load_state_dict(ck["model"])
-    return model.eval(), ck
-
-
-def _eval_dataset(data: str, classes: list[str], ispec):
-    from .data import CatalogDataset, load_fashion_mnist, load_product_icons
-    from .transforms import eval_transform
-
-    et = eval_transform(size=ispec.size, in_chans=ispec.in_chans, mean=ispec.mean, std=ispec.std,
-                        interpolation=ispec.interpolation)
-    if data == "fashion-mnist":
-        return load_fashion_mnist(test_transform=et).test
-    if data == "product-icons":
-        ds = load_product_icons(transform=et)
-    elif data.endswith(".csv"):
-        ds = CatalogDataset.from_csv(data, transform=et, classes=classes)
-    else:
-        ds = CatalogDataset.from_folder(data, transform=et, classes=classes)
-    for s in ds.skipped:
-        print(f"skipped  {s.path}: {s.reason} [{s.code}]", file=sys.stderr)
-    return ds
-
-
+# ---------------------------------------------------------------------------------------------- evaluate
 def _cmd_evaluate(args) -> int:
     from torch.utils.data import DataLoader
 
+    from .claims import wilson_interval
     from .evaluate import classification_report_df, predict, prf, top_k_accuracy
-    from .transforms import InputSpec
+    from .models import load_model
+    from .report import display_images, heldout, write_report
 
     model, ck = load_model(args.checkpoint)
-    ispec = InputSpec(**ck["input"])
-    ds = _eval_dataset(args.data, list(ck["classes"]), ispec)
-    if list(ds.classes) != list(ck["classes"]):
-        raise SystemExit(f"error: the data's classes {ds.classes} differ from the model's {ck['classes']}")
-    logits, y = predict(model, DataLoader(ds, batch_size=args.batch_size), device=args.device, progress=True)
-    summary = {**prf(logits, y), "n": int(len(y))}
+    held = heldout(ck, data=args.data, split=args.split, allow_overlap=args.allow_overlap)
+    _report_skipped(held.skipped, "reading the data")
+    if len(held.dataset) == 0:
+        raise ConfigError(f"no images to evaluate in {held.description}")
+    logits, y = predict(model, DataLoader(held.dataset, batch_size=args.batch_size), device=args.device,
+                        progress=not args.json)
+    n, right = len(y), int((logits.argmax(1) == y).sum())
+    lo, hi = wilson_interval(right, n)
+    summary = {"scored": held.description, "n": n, **prf(logits, y), "accuracy_95ci": [lo, hi]}
     if logits.shape[1] > 3:  # with 3 classes or fewer, top-3 is always 1
         summary["top3_accuracy"] = top_k_accuracy(logits, y, k=3)
     report = classification_report_df(logits, y, ck["classes"])
+    if args.out:
+        paths = write_report(args.out, logits, y, ck["classes"], images=display_images(held.dataset),
+                             summary=summary)
+        summary["report_files"] = {k: str(v) for k, v in paths.items()}
     if args.json:
         print(json.dumps({"summary": summary, "per_class": report.reset_index().to_dict(orient="records")}, indent=1))
-    else:
-        _print_table(report)
-        print("\n" + "\n".join(f"{k:>20s}  {v:.4f}" if isinstance(v, float) else f"{k:>20s}  {v}"
-                               for k, v in summary.items()))
+        return 0
+    print(f"scored {held.description}")
+    _print_table(report)
+    print(f"\naccuracy {summary['accuracy']:.4f} (95% CI {lo:.4f}-{hi:.4f}, {right} of {n}), "
+          f"macro F1 {summary['f1_macro']:.4f}" + (f", top-3 {summary['top3_accuracy']:.4f}" if "top3_accuracy" in summary else ""))
+    if args.out:
+        print("wrote " + ", ".join(str(p) for p in summary["report_files"].values()))
     return 0
 
 
@@ -140,69 +168,94 @@ def _print_table(df) -> None:
 
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from .models import ARCHS
-
-    p = argparse.ArgumentParser(prog="prodvision", description="Deep learning on product images.")
+    p = argparse.ArgumentParser(prog="prodvision", description="Deep learning on product images.", formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("data", help="datasets: fetch and check")
+    d = sub.add_parser("data", help="datasets: fetch and check", formatter_class=_Help)
     dsub = d.add_subparsers(dest="data_command", required=True)
-    s = dsub.add_parser("scan", help="check every file of an image folder the way training loads it (deletes nothing)")
+    s = dsub.add_parser("scan", help="check every file of an image folder the way training loads it (deletes nothing)",
+                        formatter_class=_Help)
     s.add_argument("dir")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse larger images (decompression bombs)")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file is refused")
     s.set_defaults(func=_cmd_data_scan)
-    f = dsub.add_parser("fetch", help="locate Fashion-MNIST (repo data/, $PRODVISION_DATA, Debian) and verify it")
+    f = dsub.add_parser("fetch", help="locate Fashion-MNIST (repo data/, $PRODVISION_DATA, Debian) and verify it",
+                        formatter_class=_Help)
     f.add_argument("--download", action="store_true", help="download with torchvision if no local copy exists")
     f.set_defaults(func=_cmd_data_fetch)
 
-    t = sub.add_parser("train", help="train a model")
-    t.add_argument("--data", default="fashion-mnist", help="fashion-mnist, product-icons, an image folder or a CSV")
-    t.add_argument("--arch", default="mini_resnet", choices=sorted(ARCHS))
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--out", required=True, help="run folder: last.pt, best.pt (resumes if last.pt exists)")
-    t.add_argument("--batch-size", type=int, default=256)
-    t.add_argument("--lr", type=float, default=0.1)
-    t.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"])
-    t.add_argument("--schedule", default="onecycle", choices=["onecycle", "cosine", "cosine_restarts", "constant"])
-    t.add_argument("--weight-decay", type=float, default=5e-4)
-    t.add_argument("--label-smoothing", type=float, default=0.0)
+    t = sub.add_parser("train", help="train a model into a run folder (resumes an interrupted run there)",
+                       formatter_class=_Help, description=(
+                           "Fine-tuning pretrained weights (--weights imagenet) starts from a linear probe's head (LP-FT)\n"
+                           "and, unless you set them, uses transfer defaults: AdamW, a small learning rate, a cosine\n"
+                           "schedule and a batch size that fits the input size. Frozen layers keep their BatchNorm\n"
+                           "statistics. Flags left at None take those defaults (or TrainConfig's)."))
+    t.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist, cifar10, product-icons, an image folder (one sub-folder per class) or a CSV")
+    t.add_argument("--arch", default="mini_resnet",
+                   help="a key of prodvision.models.ARCHS, e.g. mini_resnet, resnet18, tf_efficientnet_lite0 "
+                        "(an unknown name lists them all)")
+    t.add_argument("--out", required=True, help="run folder: recipe.json, split.json, history.json, best.pt, last.pt")
+    t.add_argument("--weights", default=None, help="imagenet, or a prodvision checkpoint to start from")
+    t.add_argument("--finetune", default=None, choices=FINETUNE_MODES,
+                   help="with --weights: probe = linear probe on frozen features; last_stage = probe head, then the "
+                        "last stage + head on cached activations; full = probe head, then everything (default)")
+    t.add_argument("--epochs", type=int, default=None, help=f"passes over the training set (default {_T.epochs})")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="default by input size: 256 up to 32 px, 128 to 64, 64 to 128, 32 above")
+    t.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {_T.lr}; transfer: smaller)")
+    t.add_argument("--optimizer", default=None, choices=["sgd", "adamw"], help=f"default {_T.optimizer}")
+    t.add_argument("--schedule", default=None, choices=["onecycle", "cosine", "cosine_restarts", "constant"],
+                   help=f"default {_T.schedule}")
+    t.add_argument("--weight-decay", type=float, default=None, help=f"default {_T.weight_decay}")
+    t.add_argument("--label-smoothing", type=float, default=None, help=f"default {_T.label_smoothing}")
+    t.add_argument("--body-lr-mult", type=float, default=None, help="body lr = lr x this (discriminative LRs)")
     t.add_argument("--size", type=int, default=None, help="input side in px (default: the arch's)")
     t.add_argument("--in-chans", type=int, default=None, choices=[1, 3])
-    t.add_argument("--weights", default=None, help="imagenet, or a prodvision checkpoint to start from")
-    t.add_argument("--trainable", nargs="*", default=None, help="freeze all but these modules (e.g. fc layer4)")
-    t.add_argument("--augment", action="store_true", help="random flip + crop")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
+    t.add_argument("--trainable", nargs="+", default=None, metavar="MODULE",
+                   help="freeze all but these: head, last_stage, or module names such as layer4 fc")
+    t.add_argument("--augment", default="auto", choices=["auto", "none", "flip", "shift", "photo"],
+                   help="auto = photo (flip + random resized crop) from 96 px, else flip")
+    t.add_argument("--deterministic", default="auto", choices=["auto", "on", "off"],
+                   help="on: bit-identical runs and exact resume, up to ~2x slower; auto: on for small images "
+                        f"(< {PHOTO_SIZE} px) on CPU, off (fast) for photo-size fine-tuning and on GPU")
+    t.add_argument("--labels-per-class", type=int, default=None, help="train on this many images per class (None: all)")
+    t.add_argument("--val-per-class", type=int, default=None, help="validate on this many per class (None: all)")
+    t.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation")
+    t.add_argument("--split-seed", type=int, default=0, help="the train/val/test split")
+    t.add_argument("--target-precision", type=float, default=0.95,
+                   help="predictions below the confidence that gives this precision on validation are 'unsure'")
+    t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--num-workers", type=int, default=0)
-    t.add_argument("--no-resume", action="store_true", help="ignore an existing last.pt")
+    t.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has last.pt")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint")
+    e = sub.add_parser("evaluate", help="score a checkpoint on held-out images, with a report", formatter_class=_Help)
     e.add_argument("checkpoint")
-    e.add_argument("--data", default="fashion-mnist", help="fashion-mnist (test set), product-icons, a folder or CSV")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--data", default=None, help="default: the data the checkpoint was trained on")
+    e.add_argument("--split", default="test", choices=["test", "val", "all"],
+                   help="test/val: that part of the training run's split; all: every image of --data")
+    e.add_argument("--allow-overlap", action="store_true",
+                   help="score images the model was trained on too (refused by default: it inflates accuracy)")
+    e.add_argument("--out", default=None, metavar="DIR",
+                   help="also write confusion_matrix.png, per_class.csv, top_losses.png, reliability.png, summary.json")
+    e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_cmd_evaluate)
 
     from . import cli_deploy  # export / predict / cam / serve
 
-    cli_deploy.register(sub)
+    cli_deploy.register(sub, _Help)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-    from .data import DatasetNotFoundError, ImageLoadError
-    from .models import PretrainedWeightsUnavailable
-
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DatasetNotFoundError, PretrainedWeightsUnavailable, CheckpointError, ImageLoadError,
-            NotADirectoryError, FileNotFoundError, ValueError) as e:
+    except ProdvisionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -4,8 +4,10 @@ Examples::
 
     prodvision export runs/icons/best.pt --out deploy/ --check data/product-icons
     prodvision predict deploy/best.onnx photos/ --top-k 3 --json
-    prodvision cam runs/icons/best.pt photo.jpg --out overlay.png --target apparel
+    prodvision cam runs/icons/best.pt photos/ more.jpg --out cams/        # one captioned PNG each + a contact sheet
     prodvision serve deploy/best.onnx --port 8000 --max-upload-mb 10
+
+Like ``cli``, this module imports nothing heavy at import time.
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ import json
 import sys
 from pathlib import Path
 
+from .config import CAM_METHODS, ImageLimits, ServeConfig
+from .errors import ConfigError, DataError
+
 __all__ = ["register"]
 
 
 def _cmd_export(args) -> int:
+    from .deployed import load_deployed
     from .export import export_checkpoint, parity_check
-    from .predict import expand_inputs, load_deployed
+    from .predict import expand_inputs
 
     paths = export_checkpoint(args.checkpoint, args.out, formats=args.format, opset=args.opset)
     for fmt, p in paths.items():
@@ -29,11 +35,9 @@ def _cmd_export(args) -> int:
         return 0
     eager = load_deployed(args.checkpoint)
     files, _ = expand_inputs([args.check])
-    images = []
-    for f in files[: args.check_n]:
-        images.append(eager.preprocess(f))  # a bad file raises ImageLoadError naming it (exit 2)
+    images = [eager.preprocess(f) for f in files[: args.check_n]]  # a bad file raises ImageLoadError naming it
     if not images:
-        raise ValueError(f"{args.check}: no image files to check parity on")
+        raise DataError(f"{args.check}: no image files to check parity on")
     import torch
 
     batch = torch.stack(images)  # (N, C, S, S)
@@ -47,70 +51,106 @@ def _cmd_export(args) -> int:
     return 0 if ok else 1
 
 
-def _cmd_predict(args) -> int:
-    from .data import ImageLimits
-    from .predict import expand_inputs, load_deployed, predict_images
+def _files(inputs: list[str]) -> list[Path]:
+    from .predict import expand_inputs
 
-    model = load_deployed(args.model, threads=args.threads)
-    files, skipped = expand_inputs(args.inputs)
+    files, skipped = expand_inputs(inputs)
     for f in skipped:
         print(f"skipped  {f}: not an image file extension", file=sys.stderr)
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped (listed above)", file=sys.stderr)
     if not files:
-        raise ValueError(f"no image files found in {' '.join(args.inputs)}")
+        raise DataError(f"no image files found in {' '.join(inputs)}")
+    return files
+
+
+def _cmd_predict(args) -> int:
+    from .deployed import load_deployed
+    from .predict import predict_images
+
+    model = load_deployed(args.model, threads=args.threads)
+    files = _files(args.inputs)
     results = predict_images(model, files, k=args.top_k, limits=ImageLimits(max_pixels=args.max_pixels),
-                             batch_size=args.batch_size)
+                             batch_size=args.batch_size, unsure_below=args.unsure_below)
+    threshold = model.unsure_below if args.unsure_below is None else args.unsure_below
     if args.json:
-        print(json.dumps({"model": str(args.model), "results": results}, indent=1))
+        print(json.dumps({"model": str(args.model), "unsure_below": threshold, "results": results}, indent=1))
     for r in results:
         if "error" in r:
             print(f"error    {r['filename']}: {r['error']['reason']} [{r['error']['code']}]", file=sys.stderr)
         elif not args.json:
-            print(f"{r['filename']}\t" + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"]))
+            flag = "UNSURE  " if r["unsure"] else ""
+            print(f"{r['filename']}\t{flag}" + ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r["top_k"]))
+    if not args.json:
+        n_unsure = sum(bool(r.get("unsure")) for r in results)
+        if threshold is None:
+            print("(this model has no 'unsure' threshold; retrain it with prodvision train to get one)")
+        else:
+            print(f"{n_unsure} of {len(results)} predictions are unsure (top probability below {threshold:.3f}, "
+                  "chosen on validation for the model's target precision): check them by hand")
     return 1 if any("error" in r for r in results) else 0
 
 
 def _cmd_cam(args) -> int:
+    import numpy as np
     from PIL import Image
 
-    from .data import ImageLimits, load_image
-    from .explain import cam, overlay
-    from .predict import load_deployed, top_k
+    from .data import load_image
+    from .data.images import ImageLoadError
+    from .deployed import load_deployed
+    from .explain import explain_image
+    from .viz import caption_image, contact_sheet
 
     if Path(args.model).suffix.lower() not in (".pt", ".pth"):
-        raise ValueError(f"{args.model}: CAM needs the eager model; pass the training checkpoint (.pt), "
-                         "not an exported .onnx/.ts file")
-    model = load_deployed(args.model)
-    classes = model.classes
-    if args.target is not None and args.target not in classes:
-        raise ValueError(f"--target {args.target!r} is not one of the model's classes {classes}")
-    image = load_image(args.image, limits=ImageLimits(max_pixels=args.max_pixels))
-    x = model.transform(image)[None]  # (1, C, S, S)
-    best = top_k(model.logits(x), classes, 1)[0][0]
-    label = args.target or best["label"]
-    maps = cam(model.module, x, [classes.index(label)], method=args.method, arch=model.meta["arch"])  # (1, S, S)
+        raise ConfigError(f"{args.model}: CAM needs the eager model; pass the training checkpoint (.pt), "
+                          "not an exported .onnx/.ts file")
+    model = load_deployed(args.model)  # loaded once for every image
+    if args.target is not None and args.target not in model.classes:
+        raise ConfigError(f"--target {args.target!r} is not one of the model's classes {model.classes}")
+    files = _files(args.inputs)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(model.view(image), maps[0], size=args.size)).save(out)
-    print(f"wrote {out}: {args.method} for class {label!r} (predicted {best['label']!r}, p={best['probability']:.3f})")
-    return 0
+    single = len(files) == 1 and out.suffix.lower() == ".png"
+    folder = out.parent if single else out
+    folder.mkdir(parents=True, exist_ok=True)
+    tiles, failed = [], 0
+    for f in files:
+        try:
+            image = load_image(f, limits=ImageLimits(max_pixels=args.max_pixels))
+        except ImageLoadError as e:
+            print(f"error    {f}: {e.reason} [{e.code}]", file=sys.stderr)
+            failed += 1
+            continue
+        ex = explain_image(model, image, target=args.target, method=args.method, size=args.size)
+        lines = [Path(f).name, f"predicted {ex.predicted} ({ex.probability:.0%})" + (" - UNSURE" if ex.unsure else ""),
+                 f"{args.method} for {ex.label}"]
+        tile = caption_image(ex.overlay, lines)
+        path = out if single else folder / f"{Path(f).stem}_cam.png"
+        Image.fromarray(tile).save(path)
+        tiles.append(tile)
+        print(f"wrote {path}: {args.method} for class {ex.label!r} (predicted {ex.predicted!r}, "
+              f"p={ex.probability:.3f}{', unsure' if ex.unsure else ''})")
+    if len(tiles) > 1:
+        sheet = folder / "contact_sheet.png"
+        Image.fromarray(contact_sheet(tiles, ncols=min(6, len(tiles)))).save(sheet)
+        print(f"wrote {sheet} ({len(tiles)} images)")
+    return 1 if failed else 0
 
 
 def _cmd_serve(args) -> int:
-    from .serve import ServeConfig, run
+    from .serve import run
 
-    cfg = ServeConfig(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_files=args.max_files,
-                      top_k=args.top_k, threads=args.threads, cam_method=args.cam_method)
+    cfg = ServeConfig(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_side=args.max_side,
+                      max_files=args.max_files, top_k=args.top_k, threads=args.threads, cam_method=args.cam_method,
+                      decode_budget_mb=args.decode_budget_mb)
     run(args.model, host=args.host, port=args.port, config=cfg, log_level=args.log_level)
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction, formatter: type = argparse.ArgumentDefaultsHelpFormatter) -> None:
     """Add ``export``, ``predict``, ``cam`` and ``serve`` to the ``prodvision`` subcommands."""
-    from .explain import CAM_METHODS
-    from .serve import ServeConfig
-
-    d = ServeConfig()
-    e = sub.add_parser("export", help="export a checkpoint to ONNX and TorchScript, with its metadata")
+    d, lim = ServeConfig(), ImageLimits()
+    e = sub.add_parser("export", help="export a checkpoint to ONNX and TorchScript, with its metadata",
+                       formatter_class=formatter)
     e.add_argument("checkpoint", help="a .pt checkpoint written by prodvision train")
     e.add_argument("--out", default=".", help="output folder, or a file path whose suffix is set per format")
     e.add_argument("--format", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"])
@@ -120,33 +160,40 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--atol", type=float, default=1e-4, help="largest allowed |logit difference| for --check")
     e.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("predict", help="classify image files or folders (exit 1 if any file fails)")
+    p = sub.add_parser("predict", help="classify image files or folders (exit 1 if any file fails)",
+                       formatter_class=formatter)
     p.add_argument("model", help="a checkpoint .pt, or an exported .onnx / .ts")
     p.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders (walked, sorted)")
     p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--unsure-below", type=float, default=None,
+                   help="mark predictions below this top probability unsure (default: the model's own threshold)")
     p.add_argument("--json", action="store_true", help="print {'results': [...]} JSON on stdout")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
-    p.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse larger images (decompression bombs)")
+    p.add_argument("--max-pixels", type=int, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
     p.set_defaults(func=_cmd_predict)
 
-    c = sub.add_parser("cam", help="write a Grad-CAM overlay PNG for one image (checkpoint models only)")
+    c = sub.add_parser("cam", help="Grad-CAM overlays of images and folders: one captioned PNG each, a contact sheet",
+                       formatter_class=formatter)
     c.add_argument("model", help="a checkpoint .pt (CAM needs the eager model)")
-    c.add_argument("image")
-    c.add_argument("--out", required=True, help="output PNG")
+    c.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR")
+    c.add_argument("--out", required=True, help="output folder (or a .png path for a single image)")
     c.add_argument("--method", default="gradcam", choices=CAM_METHODS)
-    c.add_argument("--target", default=None, help="class name to explain (default: the predicted class)")
-    c.add_argument("--size", type=int, default=224, help="side of the overlay in px")
-    c.add_argument("--max-pixels", type=int, default=50_000_000)
+    c.add_argument("--target", default=None, help="class name to explain (default: each image's predicted class)")
+    c.add_argument("--size", type=int, default=224, help="side of each overlay in px")
+    c.add_argument("--max-pixels", type=int, default=lim.max_pixels)
     c.set_defaults(func=_cmd_cam)
 
-    s = sub.add_parser("serve", help="HTTP service: POST /predict, POST /cam, upload page at /")
+    s = sub.add_parser("serve", help="HTTP service: POST /predict, POST /cam, upload page at /", formatter_class=formatter)
     s.add_argument("model", help="a checkpoint .pt (exported to ONNX at start-up; enables /cam), .onnx or .ts")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="max request body in MB")
     s.add_argument("--max-pixels", type=int, default=d.max_pixels, help="max pixels per image (else 422)")
+    s.add_argument("--max-side", type=int, default=d.max_side, help="max image side in px (else 422)")
     s.add_argument("--max-files", type=int, default=d.max_files, help="max files per /predict request")
+    s.add_argument("--decode-budget-mb", type=float, default=d.decode_budget_mb,
+                   help="decoded-pixel memory all uploads may use at once; more wait their turn")
     s.add_argument("--top-k", type=int, default=d.top_k)
     s.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime intra-op threads (default: ORT's)")
     s.add_argument("--cam-method", default=d.cam_method, choices=CAM_METHODS)

@@ -9,13 +9,21 @@ earlier one ever ran, gets the default recipe and trains it (once: the recipe ca
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .recipes import Recipe
-from .train import TrainConfig
-from .transforms import AugmentConfig
+import numpy as np
+from torch.utils.data import DataLoader
+
+from . import cache
+from .config import AugmentConfig, TrainConfig
+from .errors import ConfigError
+from .evaluate import predict
+from .features import extract_features, feature_extractor, fit_linear_probe, probe_to_linear
+from .models import create_model
+from .paths import cache_dir
+from .recipes import Recipe, get_or_train, prepare_data
 
 __all__ = ["ROLES", "default_recipe", "register", "recipe", "recipe_from_dict", "logits", "icon_features",
            "icons_probe_model"]
@@ -72,7 +80,7 @@ def default_recipe(role: str, *, epochs: int | None = None, widths: tuple[int, .
     give the default recipe (the same cache key).
     """
     if role not in _DEFAULTS:
-        raise ValueError(f"unknown role {role!r}; choose from {ROLES}")
+        raise ConfigError(f"unknown role {role!r}; choose from {ROLES}")
     d = _DEFAULTS[role]
     t = dict(d["train"])
     if epochs is not None:
@@ -92,34 +100,20 @@ def default_recipe(role: str, *, epochs: int | None = None, widths: tuple[int, .
 
 
 def _registry() -> Path:
-    from .paths import cache_dir
-
     return cache_dir() / "course.json"
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
-    """Inverse of ``Recipe.to_dict()`` (nested configs rebuilt, lists back to tuples)."""
-    def tup(v):
-        return tuple(tup(x) for x in v) if isinstance(v, list) else v
-
-    d = dict(d)
-    d["augment"] = AugmentConfig(**{k: tup(v) for k, v in d["augment"].items()})
-    d["train"] = TrainConfig(**d["train"])
-    d["model_kwargs"] = {k: tup(v) for k, v in d.get("model_kwargs", {}).items()}
-    for k in ("classes", "trainable"):
-        if d.get(k) is not None:
-            d[k] = tup(d[k])
-    names = {f.name for f in fields(Recipe)}
-    return Recipe(**{k: v for k, v in d.items() if k in names})
+    """Inverse of ``Recipe.to_dict()`` (kept for old callers; see ``Recipe.from_dict``)."""
+    return Recipe.from_dict(d)
 
 
 def register(role: str, r: Recipe) -> None:
     """Record that the course's ``role`` model is ``r``."""
     path = _registry()
-    path.parent.mkdir(parents=True, exist_ok=True)
     reg = json.loads(path.read_text()) if path.is_file() else {}
     reg[role] = r.to_dict()
-    path.write_text(json.dumps(reg, indent=1, default=str) + "\n")
+    cache.atomic_write_text(path, json.dumps(reg, indent=1, default=str) + "\n")
 
 
 def recipe(role: str, *, device: str = "auto") -> Recipe:
@@ -127,7 +121,7 @@ def recipe(role: str, *, device: str = "auto") -> Recipe:
     path = _registry()
     reg = json.loads(path.read_text()) if path.is_file() else {}
     if role in reg:
-        return recipe_from_dict(reg[role])
+        return Recipe.from_dict(reg[role])
     return default_recipe(role, device=device)
 
 
@@ -144,14 +138,8 @@ def logits(role: str, split: str, *, view: str = "plain", device: str = "auto"):
     Returns:
         ``(logits (N, K) float32, targets (N,) int64)``, like :func:`prodvision.evaluate.predict`.
     """
-    import numpy as np
-    from torch.utils.data import DataLoader
-
-    from .evaluate import predict
-    from .recipes import get_or_train, prepare_data
-
     if split not in ("val", "test") or view not in VIEWS:
-        raise ValueError(f"split must be 'val' or 'test' and view one of {list(VIEWS)}; got {split!r}, {view!r}")
+        raise ConfigError(f"split must be 'val' or 'test' and view one of {list(VIEWS)}; got {split!r}, {view!r}")
     r = recipe(role, device=device)
     trained = get_or_train(r)
     st = trained.checkpoint.stat()
@@ -163,10 +151,7 @@ def logits(role: str, split: str, *, view: str = "plain", device: str = "auto"):
                 return z["logits"], z["targets"]
     data = getattr(prepare_data(r), split)
     out, y = predict(trained.model, DataLoader(data, batch_size=1000), tta=VIEWS[view], device=device)
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, logits=out, targets=y, stamp=stamp)
-    tmp.replace(path)  # atomic: a killed run leaves no half-written file behind
+    cache.atomic_write(path, lambda fh: np.savez(fh, logits=out, targets=y, stamp=stamp))
     return out, y
 
 
@@ -176,13 +161,6 @@ def icon_features(size: int, *, device: str = "auto"):
     Returns ``(train_features, train_targets, heldout_features, heldout_targets, data)`` where held-out = the
     validation + test split and ``data`` the prepared datasets.
     """
-    import numpy as np
-    from dataclasses import replace
-
-    from .features import extract_features, feature_extractor
-    from .models import create_model
-    from .recipes import prepare_data
-
     data = prepare_data(replace(recipe("icons_lite0", device=device), size=size))
     backbone = feature_extractor(create_model("tf_efficientnet_lite0", 1000, weights="imagenet"), "classifier")
     key = {"arch": "tf_efficientnet_lite0", "weights": "imagenet"}
@@ -197,9 +175,6 @@ def icons_probe_model(size: int = 192, *, device: str = "auto"):
 
     Returns ``(model, heldout_accuracy, data)``.
     """
-    from .features import fit_linear_probe, probe_to_linear
-    from .models import create_model
-
     f_tr, y_tr, f_held, y_held, data = icon_features(size, device=device)
     probe = fit_linear_probe(f_tr, y_tr)
     model = create_model("tf_efficientnet_lite0", 1000, weights="imagenet")

@@ -15,14 +15,23 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-from typing import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["CAM_METHODS", "cam", "target_layer", "randomize", "sanity_check", "faithfulness", "overlay",
-           "upsample_cam"]
+from .config import CAM_METHODS
+from .errors import ConfigError
+from .models import get_arch
+from .runtime import eval_mode, module_device
+
+if TYPE_CHECKING:
+    from .deployed import DeployedModel
+
+__all__ = ["CAM_METHODS", "cam", "target_layer", "randomize", "sanity_check", "cascading_randomization", "random_maps",
+           "faithfulness", "overlay", "upsample_cam", "Explanation", "explain_image"]
 
 
 def _methods() -> dict[str, type]:
@@ -33,16 +42,11 @@ def _methods() -> dict[str, type]:
             "eigengradcam": pgc.EigenGradCAM}
 
 
-CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam", "hirescam", "eigengradcam")
-
-
 def target_layer(model: nn.Module, arch: str | None = None, layer: str | None = None) -> nn.Module:
     """The module to explain: ``layer`` by name, else the arch's default ``cam_layer``."""
-    from .models import get_arch
-
     if layer is None:
         if arch is None:
-            raise ValueError("pass arch= (a key of ARCHS) or layer= (a module name) to choose the CAM target layer")
+            raise ConfigError("pass arch= (a key of ARCHS) or layer= (a module name) to choose the CAM target layer")
         layer = get_arch(arch).cam_layer
     return model.get_submodule(layer)
 
@@ -66,94 +70,138 @@ def cam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | None = 
 
     methods = _methods()
     if method not in methods:
-        raise ValueError(f"unknown CAM method {method!r}; choose from {list(methods)}")
+        raise ConfigError(f"unknown CAM method {method!r}; choose from {list(methods)}")
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W), got shape {tuple(images.shape)}")
     if targets is not None and len(targets) != len(images):
         raise ValueError(f"{len(targets)} targets for {len(images)} images: give one target per image")
     layer_module = target_layer(model, arch, layer)
-    was_training = model.training
-    device = next(model.parameters()).device
-    x = images.detach().to(device).clone().requires_grad_(True)  # gradients flow even through a frozen model
+    x = images.detach().to(module_device(model)).clone().requires_grad_(True)  # gradients flow through a frozen model
     tg = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
-    explainer = methods[method](model=model, target_layers=[layer_module])  # sets model.eval()
-    if method == "scorecam":
-        explainer.batch_size = batch_size
     quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
-    try:
-        with torch.enable_grad(), quiet:  # ScoreCAM draws a tqdm bar per image; keep notebooks readable
-            maps = explainer(input_tensor=x, targets=tg)
-    finally:
-        explainer.activations_and_grads.release()
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+    with eval_mode(model):  # grad-cam sets eval mode; every submodule's own flag comes back afterwards
+        explainer = methods[method](model=model, target_layers=[layer_module])
+        if method == "scorecam":
+            explainer.batch_size = batch_size
+        try:
+            with torch.enable_grad(), quiet:  # ScoreCAM draws a tqdm bar per image; keep notebooks readable
+                maps = explainer(input_tensor=x, targets=tg)
+        finally:
+            explainer.activations_and_grads.release()
+            model.zero_grad(set_to_none=True)
     return np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0)
 
 
-def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """A copy of ``model`` with every parameter re-drawn at random (the model-randomisation sanity test)."""
+def randomize(model: nn.Module, seed: int = 0, modules: Sequence[str] | None = None) -> nn.Module:
+    """A copy of ``model`` with parameters re-drawn at random (the model-randomisation sanity test).
+
+    Args:
+        modules: re-draw only the parameters inside these submodules (None = all): cascading randomisation
+            re-draws more and more of the network, from the classifier down.
+    """
     g = torch.Generator().manual_seed(seed)
     rnd = copy.deepcopy(model)
     with torch.no_grad():
-        for p in rnd.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (p.std() if p.numel() > 1 else 1.0))
+        for name, p in rnd.named_parameters():
+            if modules is None or any(name == m or name.startswith(m + ".") for m in modules):
+                p.copy_(torch.randn(p.shape, generator=g) * (p.std() if p.numel() > 1 else 1.0))
     return rnd
+
+
+def _predicted(model: nn.Module, images: torch.Tensor) -> list[int]:
+    with torch.inference_mode(), eval_mode(model):
+        return model(images.to(module_device(model))).argmax(1).tolist()
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image Spearman rank correlation of two stacks of maps ``(B, H, W)``; 0 where a map is constant."""
+    from scipy.stats import spearmanr
+
+    return np.array([spearmanr(u.ravel(), v.ravel()).statistic if u.std() and v.std() else 0.0 for u, v in zip(a, b)])
 
 
 def sanity_check(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | None = None, *,
                  method: str = "gradcam", arch: str | None = None, layer: str | None = None, seed: int = 0) -> dict:
-    """Compare the CAMs of ``model`` and of a randomised copy (Adebayo et al., 2018).
+    """Compare the CAMs of ``model`` and of a fully randomised copy (Adebayo et al., 2018).
 
-    Faithful explanations depend on the learned weights, so the two sets of maps should differ: a Spearman rank
-    correlation near 1 would mean the method shows image structure, not what the model learned.
+    Faithful explanations depend on the learned weights, so the two sets of maps should differ: a rank correlation
+    near 1 (or near -1: a map's sign can flip, e.g. EigenCAM's principal component) would mean the method shows image
+    structure, not what the model learned -- hence the test statistic is |Spearman| per image.
 
     Returns:
-        ``{"spearman": per-image array, "mean_spearman": float, "trained": maps, "random": maps}``.
+        ``{"spearman": per-image array, "abs_spearman": per-image |rho|, "mean_abs_spearman": float,
+        "trained": maps, "random": maps}``.
     """
-    from scipy.stats import spearmanr
-
-    if targets is None:
-        with torch.inference_mode():
-            was = model.training
-            targets = model.eval()(images.to(next(model.parameters()).device)).argmax(1).tolist()
-            model.train(was)
+    targets = _predicted(model, images) if targets is None else list(targets)
     a = cam(model, images, targets, method=method, arch=arch, layer=layer)
     b = cam(randomize(model, seed), images, targets, method=method, arch=arch, layer=layer)
-    rho = np.array([spearmanr(u.ravel(), v.ravel()).statistic if u.std() and v.std() else 0.0 for u, v in zip(a, b)])
-    return {"spearman": rho, "mean_spearman": float(np.nanmean(rho)), "trained": a, "random": b}
+    rho = _spearman(a, b)
+    return {"spearman": rho, "abs_spearman": np.abs(rho), "mean_abs_spearman": float(np.abs(rho).mean()),
+            "trained": a, "random": b}
+
+
+def cascading_randomization(model: nn.Module, images: torch.Tensor, targets: Sequence[int], stages: Sequence[str], *,
+                            method: str = "gradcam", arch: str | None = None, layer: str | None = None,
+                            seed: int = 0):
+    """Adebayo et al.'s cascading randomisation: re-draw the weights of ``stages`` cumulatively from the top (the
+    classifier first) and compare each map with the trained model's.
+
+    Args:
+        stages: module names from the output towards the input, e.g. ``["fc", "layer3", "layer2", "layer1", "stem"]``.
+
+    Returns:
+        A DataFrame with one row per step: ``randomized`` (down to this stage), ``mean_abs_spearman`` and the
+        per-image ``abs_spearman`` array.
+    """
+    import pandas as pd
+
+    base = cam(model, images, targets, method=method, arch=arch, layer=layer)
+    rows = []
+    for i, stage in enumerate(stages):
+        rnd = randomize(model, seed, modules=stages[: i + 1])
+        rho = np.abs(_spearman(base, cam(rnd, images, targets, method=method, arch=arch, layer=layer)))
+        rows.append({"randomized": f"down to {stage}", "mean_abs_spearman": float(rho.mean()), "abs_spearman": rho})
+    return pd.DataFrame(rows)
+
+
+def random_maps(n: int, size: tuple[int, int], *, smooth: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Baseline "explanations" that know nothing about the model: uniform noise, or with ``smooth`` > 0 noise blurred
+    by a Gaussian of that many pixels (blob-shaped like a real CAM). ``(n, H, W)`` float32 in [0, 1]."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = np.random.default_rng(seed)
+    maps = rng.random((n, *size)).astype(np.float32)
+    if smooth > 0:
+        maps = np.stack([gaussian_filter(m, smooth) for m in maps])
+    lo, hi = maps.min((1, 2), keepdims=True), maps.max((1, 2), keepdims=True)
+    return ((maps - lo) / np.maximum(hi - lo, 1e-8)).astype(np.float32)
 
 
 def faithfulness(model: nn.Module, images: torch.Tensor, maps: np.ndarray, targets: Sequence[int],
-                 percentiles: Sequence[int] = (20, 40, 60, 80)) -> dict[str, float]:
-    """grad-cam's faithfulness metrics for the given CAMs, averaged over the batch.
+                 percentiles: Sequence[int] = (20, 40, 60, 80)) -> dict[str, np.ndarray]:
+    """grad-cam's faithfulness metrics for the given CAMs, **per image** (average them, or bootstrap their mean).
 
-    * ``road_combined``: ROAD (Rong et al., 2022): (LeRF - MoRF) / 2 confidence change, averaged over
-      ``percentiles`` -- higher is more faithful.
-    * ``road_morf``: confidence change when the *most* relevant pixels are removed (more negative = better).
-    * ``road_lerf``: confidence change when the *least* relevant pixels are removed (closer to 0 = better).
-    * ``drop_in_confidence`` / ``increase_in_confidence``: keeping only the CAM-weighted image.
+    * ``road_combined``: ROAD (Rong et al., 2022): (LeRF - MoRF) / 2 change of the target class's probability,
+      averaged over ``percentiles`` -- higher is more faithful.
+    * ``road_morf``: the change when the *most* relevant pixels are removed (more negative = more faithful).
+    * ``road_lerf``: the change when the *least* relevant pixels are removed (closer to 0 = more faithful; a
+      negative LeRF means the "irrelevant" pixels mattered).
+    * ``confidence_change``: keeping only the CAM-weighted image.
     """
     from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
     from pytorch_grad_cam.metrics.road import (ROADCombined, ROADLeastRelevantFirstAverage,
                                                ROADMostRelevantFirstAverage)
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    x = images.to(device)
+    x = images.to(module_device(model))
     tg = [ClassifierOutputSoftmaxTarget(int(t)) for t in targets]
-    try:
-        pc = list(percentiles)
-        combined = ROADCombined(percentiles=pc)(x, maps, tg, model)
-        morf = ROADMostRelevantFirstAverage(percentiles=pc)(x, maps, tg, model)
-        lerf = ROADLeastRelevantFirstAverage(percentiles=pc)(x, maps, tg, model)
-        change = CamMultImageConfidenceChange()(x, maps, tg, model)
-    finally:
-        model.train(was)
-    return {"road_combined": float(np.mean(combined)), "road_morf": float(np.mean(morf)),
-            "road_lerf": float(np.mean(lerf)), "confidence_change": float(np.mean(change)),
-            "increase_in_confidence": float(np.mean(change > 0))}
+    pc = list(percentiles)
+    with eval_mode(model):
+        out = {"road_combined": ROADCombined(percentiles=pc)(x, maps, tg, model),
+               "road_morf": ROADMostRelevantFirstAverage(percentiles=pc)(x, maps, tg, model),
+               "road_lerf": ROADLeastRelevantFirstAverage(percentiles=pc)(x, maps, tg, model),
+               "confidence_change": CamMultImageConfidenceChange()(x, maps, tg, model)}
+    return {k: np.asarray(v, dtype=np.float64).reshape(len(images)) for k, v in out.items()}
 
 
 def upsample_cam(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -184,3 +232,41 @@ def overlay(image: np.ndarray, cam_map: np.ndarray, *, size: int | None = 224, a
     base = np.asarray(pil, dtype=np.float32) / 255.0
     heat = upsample_cam(cam_map[None], base.shape[:2])[0]
     return show_cam_on_image(base, heat, use_rgb=True, image_weight=1 - alpha)
+
+
+@dataclass
+class Explanation:
+    """One image explained: the overlay and what the model said about it."""
+
+    overlay: np.ndarray  # uint8 (size, size, 3): the CAM of `label` over the image as the model saw it
+    label: str  # the class explained (the target, or the prediction)
+    predicted: str  # the top-1 class
+    probability: float  # the top-1 class's probability
+    unsure: bool  # the top-1 probability is below the model's "unsure" threshold
+
+
+def explain_image(model: "DeployedModel", image, *, target: str | None = None, method: str = "gradcam",
+                  size: int = 224) -> Explanation:
+    """Predict one PIL image with a deployed checkpoint model and explain a class with a CAM overlay.
+
+    The one implementation behind ``prodvision cam`` and the service's ``POST /cam``.
+
+    Raises:
+        ConfigError: the model has no eager network (an exported .onnx/.ts file), or ``target`` is not a class.
+    """
+    if model.module is None:
+        raise ConfigError(f"{model.path}: CAM needs the eager model; pass the training checkpoint (.pt), "
+                          "not an exported .onnx/.ts file")
+    classes = model.classes
+    if target not in (None, "") and target not in classes:
+        raise ConfigError(f"target {target!r} is not one of the model's classes {classes}")
+    x = model.transform(image)[None]  # (1, C, S, S)
+    logits = model.logits(x)[0]
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    pred = int(p.argmax())
+    label = target or classes[pred]
+    maps = cam(model.module, x, [classes.index(label)], method=method, arch=model.meta["arch"])  # (1, S, S)
+    threshold = model.unsure_below
+    return Explanation(overlay(model.view(image), maps[0], size=size), label, classes[pred], float(p[pred]),
+                       threshold is not None and float(p[pred]) < threshold)

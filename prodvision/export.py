@@ -3,7 +3,7 @@
 An exported file is self-describing: it carries the class names, the input spec (size, in_chans, mean/std,
 interpolation, crop_pct), the arch and the SHA-256 of the checkpoint's weights. ONNX keeps them in
 ``metadata_props`` (one entry per field, JSON-encoded values); TorchScript in the ``prodvision.json`` extra file.
-Loading needs only ``onnxruntime`` or ``torch.jit.load`` -- see :func:`prodvision.predict.load_deployed`.
+Loading needs only ``onnxruntime`` or ``torch.jit.load`` -- see :func:`prodvision.deployed.load_deployed`.
 
 Compression (:func:`compression_table`): dynamic and static int8 quantisation with ``onnxruntime.quantization``
 (static calibrated on real images) and global L1 magnitude pruning with ``torch.nn.utils.prune``, each measured for
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import gzip
-import hashlib
 import json
 import os
 import tempfile
@@ -27,48 +26,20 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
-__all__ = ["DEPLOY_FORMAT", "META_FIELDS", "ParityResult", "weights_sha256", "deploy_metadata", "export_onnx",
-           "export_torchscript", "export_checkpoint", "parity_check", "quantize_onnx", "prune_global", "sparsity",
-           "measure_latency", "compression_table"]
+from .deployed import META_FIELDS, TS_EXTRA_FILE, DeployedModel, deploy_metadata, load_deployed
+from .errors import ConfigError, DataError
+from .evaluate import predict
+from .models import load_model
 
-DEPLOY_FORMAT = "prodvision-deploy/1"
-#: The metadata every exported file carries (keys of :func:`deploy_metadata`).
-META_FIELDS = ("format", "classes", "arch", "model_kwargs", "in_chans", "input", "weights_sha256", "source",
-               "torch_version")
-TS_EXTRA_FILE = "prodvision.json"
+__all__ = ["ParityResult", "export_onnx", "export_torchscript", "export_checkpoint", "parity_check", "quantize_onnx",
+           "prune_global", "sparsity", "measure_latency", "compression_table"]
+
 ONNX_INPUT, ONNX_OUTPUT = "input", "logits"
 
 
-# ---------------------------------------------------------------------------------------------- metadata
-def weights_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor of a state_dict (sorted names, dtype, shape and raw bytes); identifies the weights."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
-def deploy_metadata(ck: Mapping[str, Any], source: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The metadata an exported model carries, from a prodvision checkpoint dict.
-
-    Raises:
-        ValueError: the checkpoint lacks ``classes``/``arch``/``input`` (not saved by ``prodvision train``).
-    """
-    missing = [k for k in ("model", "classes", "arch", "input") if k not in ck]
-    if missing:
-        raise ValueError(f"{source or 'checkpoint'}: missing {missing}; export needs a checkpoint written by "
-                         "prodvision train (save_checkpoint with model, classes, arch and input)")
-    inp = dict(ck["input"])
-    return {"format": DEPLOY_FORMAT, "classes": [str(c) for c in ck["classes"]], "arch": str(ck["arch"]),
-            "model_kwargs": json.loads(json.dumps(ck.get("model_kwargs", {}))),
-            "in_chans": int(ck.get("in_chans") or inp["in_chans"]), "input": json.loads(json.dumps(inp)),
-            "weights_sha256": weights_sha256(ck["model"]), "source": Path(source).name if source else None,
-            "torch_version": torch.__version__}
-
-
+# ---------------------------------------------------------------------------------------------- export
 def _example(meta: Mapping[str, Any], batch: int = 2) -> torch.Tensor:
     size = int(meta["input"]["size"])
     g = torch.Generator().manual_seed(0)
@@ -138,11 +109,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
     Returns:
         ``{"onnx": path.onnx, "torchscript": path.ts}`` for the requested ``formats``.
     """
-    from .cli import load_model
-
     bad = [f for f in formats if f not in ("onnx", "torchscript")]
     if bad or not formats:
-        raise ValueError(f"unknown export format(s) {bad or formats}; choose from ['onnx', 'torchscript']")
+        raise ConfigError(f"unknown export format(s) {bad or formats}; choose from ['onnx', 'torchscript']")
     model, ck = load_model(checkpoint)
     meta = deploy_metadata(ck, checkpoint)
     out = Path(out)
@@ -173,10 +142,8 @@ def parity_check(model: nn.Module, exported, images: torch.Tensor) -> ParityResu
     """Compare an exported model with the eager ``model`` on preprocessed ``images`` ``(B, C, H, W)``.
 
     Args:
-        exported: a path (.onnx / .ts) or a :class:`prodvision.predict.DeployedModel`.
+        exported: a path (.onnx / .ts) or a :class:`prodvision.deployed.DeployedModel`.
     """
-    from .predict import DeployedModel, load_deployed
-
     dep = exported if isinstance(exported, DeployedModel) else load_deployed(exported)
     was = model.training
     with torch.inference_mode():
@@ -208,9 +175,9 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, mode: str =
         quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
         return dst
     if mode != "static":
-        raise ValueError(f"unknown quantisation mode {mode!r}; choose 'dynamic' or 'static'")
+        raise ConfigError(f"unknown quantisation mode {mode!r}; choose 'dynamic' or 'static'")
     if calibration is None or len(calibration) == 0:
-        raise ValueError("static quantisation needs calibration images: pass calibration=(N, C, H, W) real images")
+        raise ConfigError("static quantisation needs calibration images: pass calibration=(N, C, H, W) real images")
 
     class _Reader(CalibrationDataReader):
         def __init__(self, x: np.ndarray, batch: int = 8):
@@ -239,7 +206,7 @@ def prune_global(model: nn.Module, amount: float) -> nn.Module:
     from torch.nn.utils import prune
 
     if not 0.0 <= amount < 1.0:
-        raise ValueError(f"prune amount must be in [0, 1), got {amount}")
+        raise ConfigError(f"prune amount must be in [0, 1), got {amount}")
     pruned = copy.deepcopy(model)
     params = _prunable(pruned)
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
@@ -271,17 +238,12 @@ def measure_latency(dep, shape: tuple[int, int, int], *, batch_sizes: Iterable[i
     return out
 
 
-def _predict_all(dep, dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted and true class indices ``(N,)``, ``(N,)`` over a labelled dataset."""
-    from torch.utils.data import DataLoader
-
-    preds, ys = [], []
-    for x, y in DataLoader(dataset, batch_size=batch_size):
-        preds.append(dep.logits(x).argmax(1))
-        ys.append(np.asarray(y))
-    if not preds:
-        raise ValueError("the accuracy dataset is empty: pass a labelled dataset of preprocessed images")
-    return np.concatenate(preds), np.concatenate(ys)
+def _predict_all(dep: DeployedModel, dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted and true class indices ``(N,)``, ``(N,)`` over a labelled dataset (through ``evaluate.predict``)."""
+    if len(dataset) == 0:
+        raise DataError("the accuracy dataset is empty: pass a labelled dataset of preprocessed images")
+    logits, ys = predict(dep.logits, DataLoader(dataset, batch_size=batch_size))
+    return logits.argmax(1), ys
 
 
 def compression_table(checkpoint: str | os.PathLike, dataset, *, calibration: torch.Tensor,
@@ -305,9 +267,6 @@ def compression_table(checkpoint: str | os.PathLike, dataset, *, calibration: to
         ``accuracy`` and ``top1_agreement`` (with fp32).
     """
     import pandas as pd
-
-    from .cli import load_model
-    from .predict import load_deployed
 
     model, ck = load_model(checkpoint)
     meta = deploy_metadata(ck, checkpoint)

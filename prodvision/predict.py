@@ -1,166 +1,25 @@
-"""A deployable model loaded from ONNX, TorchScript or a checkpoint, and batch prediction on image files.
+"""Batch prediction on image files: walk folders, classify every image, flag the unsure ones, report the bad ones.
 
-:func:`load_deployed` reads the metadata an exported file carries (classes, input spec) so that inference uses the
-same loader (:func:`prodvision.data.load_image`) and preprocessing (:func:`prodvision.transforms.eval_transform`)
-as training. ONNX and TorchScript files need no training code; a ``.pt`` checkpoint is rebuilt with
-:mod:`prodvision.models` and also keeps the eager model (``.module``) for Grad-CAM.
+:func:`predict_images` runs a :class:`prodvision.deployed.DeployedModel` (ONNX, TorchScript or checkpoint) over
+paths, bytes or file objects; one bad file never stops the others. A prediction whose top probability is below the
+model's "unsure" threshold (chosen on validation for a target precision when it was trained) is marked
+``"unsure": true`` -- an answer for a person to check, not a bare top-1.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from .data.images import IMG_EXTENSIONS, ImageLimits, ImageLoadError, ImageSource, load_image
-from .transforms import InputSpec, eval_transform
+from .config import ImageLimits
+from .data.images import IMG_EXTENSIONS, ImageLoadError, ImageSource
+from .deployed import DeployedModel
 
-__all__ = ["DeployedModel", "load_deployed", "expand_inputs", "top_k", "predict_images", "SUFFIXES"]
-
-#: File suffixes :func:`load_deployed` understands, and the backend each one uses.
-SUFFIXES = {".onnx": "onnx", ".ts": "torchscript", ".pt": "eager", ".pth": "eager"}
-
-
-@dataclass
-class DeployedModel:
-    """A classifier ready for inference plus its metadata (see :data:`prodvision.export.META_FIELDS`)."""
-
-    path: Path
-    backend: str  # "onnx", "torchscript" or "eager"
-    meta: dict[str, Any]
-    run: Callable[[np.ndarray], np.ndarray] = field(repr=False)  # float32 (B, C, S, S) -> logits (B, K)
-    module: nn.Module | None = field(default=None, repr=False)  # the eager model (checkpoints only), for CAM
-
-    @property
-    def classes(self) -> list[str]:
-        return list(self.meta["classes"])
-
-    @property
-    def input_spec(self) -> InputSpec:
-        d = dict(self.meta["input"])
-        return InputSpec(**{**d, "mean": tuple(d["mean"]), "std": tuple(d["std"])})
-
-    @property
-    def transform(self):
-        """The model's ``eval_transform``: PIL image -> float32 ``(in_chans, size, size)``."""
-        s = self.input_spec
-        return eval_transform(size=s.size, in_chans=s.in_chans, mean=s.mean, std=s.std,
-                              interpolation=s.interpolation, crop_pct=s.crop_pct)
-
-    def preprocess(self, source: ImageSource, *, limits: ImageLimits = ImageLimits(),
-                   name: str | None = None) -> torch.Tensor:
-        """Load one image exactly as training does; returns float32 ``(in_chans, size, size)``.
-
-        Raises:
-            ImageLoadError: the file is refused (the error names it and carries a ``code``).
-        """
-        return self.transform(load_image(source, mode="RGB", limits=limits, name=name))
-
-    def view(self, image) -> np.ndarray:
-        """A PIL image as the model sees it (resize, centre crop; not normalised): uint8 ``(S, S, 3)``."""
-        from torchvision.transforms.v2 import functional as F
-
-        s = self.input_spec
-        if s.crop_pct >= 1.0:
-            image = F.resize(image, [s.size, s.size], antialias=True)
-        else:
-            image = F.center_crop(F.resize(image, int(round(s.size / s.crop_pct)), antialias=True), [s.size, s.size])
-        return np.asarray(image.convert("RGB"))
-
-    def logits(self, x: torch.Tensor) -> np.ndarray:
-        """Logits float32 ``(B, K)`` for a preprocessed batch ``(B, C, S, S)``."""
-        if x.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-        return np.asarray(self.run(x.detach().cpu().float().contiguous().numpy()), dtype=np.float32)
-
-
-def load_deployed(path: str | os.PathLike, *, threads: int | None = None) -> DeployedModel:
-    """Load a ``.onnx`` (ONNX Runtime), ``.ts`` (TorchScript) or ``.pt`` (prodvision checkpoint) model.
-
-    Args:
-        threads: ONNX Runtime ``intra_op_num_threads`` (None = let ORT decide); ignored by the torch backends.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: unknown suffix, or an ONNX/TorchScript file without prodvision metadata.
-    """
-    path = Path(path)
-    backend = SUFFIXES.get(path.suffix.lower())
-    if backend is None:
-        raise ValueError(f"{path}: unknown model file type {path.suffix!r}; use one of {sorted(SUFFIXES)} "
-                         "(a checkpoint from prodvision train, or a file from prodvision export)")
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    if backend == "onnx":
-        return _load_onnx(path, threads)
-    if backend == "torchscript":
-        return _load_torchscript(path)
-    from .cli import load_model
-    from .export import deploy_metadata
-
-    model, ck = load_model(path)
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return model(torch.from_numpy(x)).float().numpy()
-
-    return DeployedModel(path, "eager", deploy_metadata(ck, path), run, module=model)
-
-
-def _check_meta(meta: dict, path: Path) -> dict:
-    missing = [k for k in ("classes", "input", "in_chans") if meta.get(k) is None]
-    if missing:
-        raise ValueError(f"{path}: no prodvision metadata ({missing} missing); export the model with "
-                         "`prodvision export CHECKPOINT` so it carries its classes and input spec")
-    return meta
-
-
-def _load_onnx(path: Path, threads: int | None) -> DeployedModel:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if threads is not None:
-        so.intra_op_num_threads = int(threads)
-        so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
-    from .export import META_FIELDS
-
-    props = sess.get_modelmeta().custom_metadata_map
-    try:
-        meta = {k: json.loads(v) for k, v in props.items() if k in META_FIELDS}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: metadata_props are not prodvision's JSON values ({e})") from None
-    inp = sess.get_inputs()[0].name
-
-    def run(x: np.ndarray) -> np.ndarray:
-        return sess.run(None, {inp: x})[0]
-
-    return DeployedModel(path, "onnx", _check_meta(meta, path), run)
-
-
-def _load_torchscript(path: Path) -> DeployedModel:
-    extra = {"prodvision.json": ""}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
-        try:
-            ts = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-        except RuntimeError as e:
-            raise ValueError(f"{path}: not a readable TorchScript file ({e})") from None
-    meta = json.loads(extra["prodvision.json"]) if extra["prodvision.json"] else {}
-    ts.eval()
-
-    def run(x: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return ts(torch.from_numpy(x)).float().numpy()
-
-    return DeployedModel(path, "torchscript", _check_meta(meta, path), run)
+__all__ = ["expand_inputs", "top_k", "predict_images"]
 
 
 # ---------------------------------------------------------------------------------------------- prediction
@@ -198,17 +57,21 @@ def top_k(logits: np.ndarray, classes: Sequence[str], k: int = 3) -> list[list[d
 
 
 def predict_images(model: DeployedModel, sources: Sequence[ImageSource], *, names: Sequence[str] | None = None,
-                   k: int = 3, limits: ImageLimits = ImageLimits(), batch_size: int = 32) -> list[dict[str, Any]]:
+                   k: int = 3, limits: ImageLimits = ImageLimits(), batch_size: int = 32,
+                   unsure_below: float | None = None) -> list[dict[str, Any]]:
     """Classify images; one bad file never stops the others.
 
     Args:
         sources: paths, raw bytes or binary file objects.
         names: how each source is named in the results (default: the path).
+        unsure_below: top probability under which a prediction is "unsure" (default: the model's own threshold;
+            a model without one marks nothing).
 
     Returns:
-        One dict per source, in order: ``{"filename", "top_k": [{"label", "probability"}, ...]}`` or
-        ``{"filename", "error": {"code", "reason"}}`` (``code`` is an :class:`ImageLoadError` code).
+        One dict per source, in order: ``{"filename", "label", "probability", "unsure", "top_k": [{"label",
+        "probability"}, ...]}`` or ``{"filename", "error": {"code", "reason"}}`` (an :class:`ImageLoadError` code).
     """
+    threshold = model.unsure_below if unsure_below is None else unsure_below
     if names is not None and len(names) != len(sources):
         raise ValueError(f"{len(names)} names for {len(sources)} sources: give one name per source")
     names = [str(n) for n in names] if names is not None else [
@@ -224,6 +87,8 @@ def predict_images(model: DeployedModel, sources: Sequence[ImageSource], *, name
     for start in range(0, len(ok), batch_size):
         chunk = ok[start:start + batch_size]
         logits = model.logits(torch.stack([x for _, x in chunk]))  # (b, K)
-        for (i, _), tk in zip(chunk, top_k(logits, model.classes, k)):
-            results[i]["top_k"] = tk
+        for (i, _), tk in zip(chunk, top_k(logits, model.classes, max(k, 1))):
+            best = tk[0]
+            results[i].update(label=best["label"], probability=best["probability"],
+                              unsure=threshold is not None and best["probability"] < threshold, top_k=tk)
     return results

@@ -10,6 +10,7 @@ either way; a bar that moves every 2 s is still a live bar.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["REFRESH_S", "progress_bar"]
@@ -18,8 +19,15 @@ REFRESH_S = 2.0
 
 
 def progress_bar(iterable: Any = None, **kwargs: Any):
-    """``tqdm.auto.tqdm(iterable, **kwargs)`` with ``mininterval=REFRESH_S`` unless given."""
+    """``tqdm.auto.tqdm(iterable, **kwargs)`` with ``mininterval=REFRESH_S`` unless given.
+
+    ``PRODVISION_PROGRESS=0`` in the environment disables every bar: ``make test`` and ``make notebooks`` set it, so
+    executed notebooks keep no bar frozen at its last refresh in their saved outputs (a live JupyterLab session,
+    where the variable is unset, shows the bars).
+    """
     from tqdm.auto import tqdm
 
     kwargs.setdefault("mininterval", REFRESH_S)
+    if os.environ.get("PRODVISION_PROGRESS", "1") == "0":
+        kwargs["disable"] = True
     return tqdm(iterable, **kwargs)

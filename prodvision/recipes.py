@@ -1,17 +1,22 @@
-"""Recipes: a complete, hashable description of one trained model, and a cache so it is trained only once.
+"""Recipes: a complete, hashable description of one trained model; the one training path; and a cache of results.
 
-``get_or_train(recipe)`` returns the trained model for a :class:`Recipe`. The cache key is a hash of the recipe,
-the training data's content and the code of the modules that shape training, so a later notebook reuses the
-model an earlier one trained, a notebook run on its own trains what it needs, and any change to the recipe, data
-or code trains anew. An interrupted training resumes from its last epoch checkpoint.
+``train_recipe(recipe, out_dir)`` trains a :class:`Recipe` into a run folder -- the command line's ``prodvision
+train`` and the notebooks both train this way. ``get_or_train(recipe)`` returns the trained model from the cache, or
+trains it there. A run folder always holds the same files::
+
+    recipe.json   the recipe (and its cache key)          split.json   which images trained, validated and test
+    history.json  per-epoch records                       best.pt / last.pt (+ snapshots/)   checkpoints
+    DONE          written last: the run is complete
+
+The cache key covers the experiment (every recipe field except run-time knobs such as the device), the data's
+content fingerprint and split, and ``CACHE_VERSION``, which is bumped whenever the meaning of training changes; a
+code edit that does not change what is trained (a comment, a faster kernel) does not retrain anything.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +24,51 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import ArchSpec, create_model, freeze, get_arch
-from .train import History, TrainConfig, fit
-from .transforms import AugmentConfig, BatchAugment, InputSpec, eval_transform, train_transform
+from . import cache
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import PHOTO_SIZE, RUNTIME_FIELDS, AugmentConfig, InputSpec, TrainConfig
+from .data.sources import BUILTIN, Source, file_digest, load_dataset
+from .errors import ConfigError
+from .evaluate import confidence_threshold, predict
+from .features import extract_features, feature_extractor, fit_linear_probe, probe_to_linear, trunk_activations, ViewsDataset
+from .models import classifier_name, create_model, freeze, get_arch, load_model, split_model
+from .train import History, fit
+from .transforms import BatchAugment, eval_transform, train_transform
 
-__all__ = ["Recipe", "Trained", "PreparedData", "prepare_data", "get_or_train", "load_trained", "load_snapshots",
-           "code_version", "clear_cache"]
+__all__ = ["Recipe", "Trained", "PreparedData", "prepare_data", "train_recipe", "get_or_train", "load_run",
+           "load_snapshots", "default_batch_size", "finetune_defaults", "clear_cache", "CACHE_VERSION",
+           "FINETUNE_MODES"]
 
-_CODE = ("models.py", "train.py", "transforms.py", "recipes.py", "checkpoint.py", "data/fashion.py",
-         "data/catalog.py", "data/images.py", "data/splits.py")
+#: Bump when what a recipe trains changes meaning (data preparation, initialisation, the training loop's maths).
+CACHE_VERSION = 2
+#: Ways to use pretrained weights: a linear probe on frozen features; LP-FT of the last stage (from cached trunk
+#: activations) or of the whole network. Both fine-tunes start from the probe's head (Kumar et al., 2022).
+FINETUNE_MODES = ("probe", "last_stage", "full")
 
 
-def code_version() -> str:
-    """Hash of the source of the modules that determine a trained model."""
-    h = hashlib.sha256()
-    base = Path(__file__).parent
-    for name in _CODE:
-        h.update((base / name).read_bytes())
-    return h.hexdigest()[:16]
+def finetune_defaults(mode: str) -> dict[str, Any]:
+    """TrainConfig settings that suit fine-tuning pretrained weights from a probe's head (LP-FT): AdamW at a small
+    learning rate with a cosine decay, so the pretrained features move little; the last stage alone can take a
+    larger one. Used by ``prodvision train --weights ...`` for every flag the user leaves unset."""
+    if mode not in FINETUNE_MODES:
+        raise ConfigError(f"unknown finetune mode {mode!r}; choose from {list(FINETUNE_MODES)}")
+    common = dict(optimizer="adamw", schedule="cosine", weight_decay=0.05, label_smoothing=0.1)
+    return {"probe": dict(epochs=1), "last_stage": dict(common, epochs=15, lr=1e-3),
+            "full": dict(common, epochs=6, lr=2e-4)}[mode]
+
+
+def default_batch_size(size: int) -> int:
+    """A training batch that fits a laptop at this input size (peak memory grows with batch x size^2)."""
+    return 256 if size <= 32 else 128 if size <= 64 else 64 if size <= 128 else 32
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a trained model."""
 
-    name: str  # a readable name; the cache folder is <name>-<hash>
+    name: str  # a readable name; the cache folder is <name>-<key>
     arch: str = "mini_resnet"  # a key of ARCHS
-    data: str = "fashion-mnist"  # "fashion-mnist", "cifar10", "product-icons", an ImageFolder path or a CSV
+    data: str = "fashion-mnist"  # "fashion-mnist", "cifar10", "product-icons", an image folder or a CSV manifest
     size: int | None = None  # input side in px (None = the arch's default)
     in_chans: int | None = None  # input channels (None = the arch's default)
     weights: str | None = None  # None (random init), "imagenet" or a checkpoint path
@@ -55,35 +78,86 @@ class Recipe:
     classes: tuple[str, ...] | None = None  # train on these classes only (e.g. a product launch)
     labels_per_class: int | None = None  # few-shot: this many training images per class (seeded)
     val_per_class: int | None = None  # cap validation at this many images per class (None = all of the split)
-    trainable: tuple[str, ...] | None = None  # freeze everything but these modules (None = train all)
+    trainable: tuple[str, ...] | None = None  # freeze all but these modules or "head"/"last_stage" (None = train all)
+    finetune: str | None = None  # None, or one of FINETUNE_MODES (needs weights): probe, LP-FT last stage or full
+    views: int = 4  # finetune="last_stage": augmented views per training image whose trunk activations are cached
     split_seed: int = 0  # seed of the stratified train/val(/test) split
-    val_fraction: float = 0.1  # validation share (Fashion-MNIST: of its 60k train images)
+    val_fraction: float = 0.1  # validation share (data with an official test set, e.g. Fashion-MNIST's 60k)
+    target_precision: float = 0.95  # the "unsure" threshold: lowest confidence with this precision on validation
+
+    def __post_init__(self):
+        if self.finetune is not None and self.finetune not in FINETUNE_MODES:
+            raise ConfigError(f"unknown finetune mode {self.finetune!r}; choose from {list(FINETUNE_MODES)}")
+        if self.finetune is not None and self.weights is None:
+            raise ConfigError(f"finetune={self.finetune!r} needs pretrained weights (weights='imagenet' or a checkpoint)")
+        get_arch(self.arch)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def key(self) -> str:
-        ident = {"recipe": self.to_dict(), "code": code_version(), "torch": torch.__version__.split("+")[0]}
-        return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
+        """Inverse of :meth:`to_dict` (nested configs rebuilt, JSON lists back to tuples; unknown keys ignored)."""
+        def tup(v):
+            return tuple(tup(x) for x in v) if isinstance(v, list) else v
+
+        d = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        d["augment"] = AugmentConfig.from_dict(d.get("augment", {}))
+        d["train"] = TrainConfig.from_dict(d.get("train", {}))
+        d["model_kwargs"] = {k: tup(v) for k, v in d.get("model_kwargs", {}).items()}
+        for k in ("classes", "trainable"):
+            if d.get(k) is not None:
+                d[k] = tup(d[k])
+        return cls(**d)
+
+    def experiment(self) -> dict[str, Any]:
+        """The fields that determine the trained model: everything but the run-time knobs (device, workers...)."""
+        d = self.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k not in RUNTIME_FIELDS}
+        return d
+
+    def key(self, data: "PreparedData | None" = None) -> str:
+        """The cache key: the experiment, ``CACHE_VERSION`` and (given prepared data) its content and split."""
+        ident = {"recipe": self.experiment(), "version": CACHE_VERSION}
+        if data is not None:
+            ident["data"] = data.split["fingerprint"]
+            ident["split"] = cache.make_key({k: data.split[k] for k in ("train", "val", "test")})
+        return cache.make_key(ident, 12)
 
 
 @dataclass
 class PreparedData:
+    """The datasets of one recipe (train with augmentation; val and test without) and where they came from."""
+
     train: Any
     val: Any
     test: Any
     classes: list[str]
     input: InputSpec
+    source: Source
+    split: dict[str, Any]  # see split_record: fingerprint, seed, fractions and the items of each part
 
 
-def _input_spec(recipe: Recipe, spec: ArchSpec) -> InputSpec:
-    base = spec.input
+_SOURCES: dict[str, Source] = {}  # builtin datasets, loaded and verified once per process
+
+
+def _source(name: str) -> Source:
+    if name not in BUILTIN:
+        return load_dataset(name)
+    if name not in _SOURCES:
+        _SOURCES[name] = load_dataset(name)
+    return _SOURCES[name]
+
+
+def _input_spec(recipe: Recipe) -> InputSpec:
+    base = get_arch(recipe.arch).input
     in_chans = recipe.in_chans or base.in_chans
     mean, std = base.mean, base.std
     if in_chans == 3 and len(mean) == 1:  # a greyscale-default arch used on colour images
         mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     return InputSpec(size=recipe.size or base.size, in_chans=in_chans, mean=mean, std=std,
-                     interpolation=base.interpolation)
+                     interpolation=base.interpolation,
+                     photo_style="fashion-mnist" if recipe.data == "fashion-mnist" else None)
 
 
 def _few(targets: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -92,60 +166,38 @@ def _few(targets: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picks))
 
 
-def prepare_data(recipe: Recipe) -> PreparedData:
-    """Datasets (train with augmentation; val and test without) for a recipe, with its input spec.
+def prepare_data(recipe: Recipe, source: Source | None = None) -> PreparedData:
+    """Datasets for a recipe: :func:`prodvision.data.load_dataset`, its seeded stratified split, then the recipe's
+    class subset, few-shot and validation caps, and the transforms of its input spec.
 
-    Fashion-MNIST (and CIFAR-10) keep their official test sets; validation is a stratified ``val_fraction`` of its training set.
-    Image folders are split 80/10/10 (stratified, and grouped by source image for the product-icon set).
+    Data with an official test set (Fashion-MNIST, CIFAR-10) keeps it; validation is a stratified ``val_fraction``
+    of its training set. Image folders are split 80/10/10 (grouped by source image for the product-icon set).
     """
-    from .data import load_fashion_mnist, load_product_icons, stratified_split
-    from .data.catalog import CatalogDataset
-    from .data.icons import icon_groups
-
-    ispec = _input_spec(recipe, get_arch(recipe.arch))
+    source = source or _source(recipe.data)
+    ispec = _input_spec(recipe)
     common = dict(size=ispec.size, in_chans=ispec.in_chans, mean=ispec.mean, std=ispec.std,
                   interpolation=ispec.interpolation)
-    tt, et = train_transform(**common, augment=recipe.augment), eval_transform(**common)
-    if recipe.data in ("fashion-mnist", "cifar10"):
-        tt = BatchAugment(**common, augment=recipe.augment)  # in-memory images: augment whole batches at once
-        if recipe.data == "cifar10":
-            from .data.cifar import load_cifar10
-
-            base, test = load_cifar10()
-        else:
-            fm = load_fashion_mnist()
-            base, test = fm.train, fm.test
-        sp = stratified_split(base.targets, fractions=(1 - recipe.val_fraction, recipe.val_fraction, 0.0),
-                              seed=recipe.split_seed)
-        train_idx, val_idx = sp.train, sp.val
-        classes = list(base.classes)
-    else:
-        if recipe.data == "product-icons":
-            base = load_product_icons()
-        elif recipe.data.endswith(".csv"):
-            base = CatalogDataset.from_csv(recipe.data)
-        else:
-            base = CatalogDataset.from_folder(recipe.data)
-        groups = icon_groups(base) if recipe.data == "product-icons" else None
-        sp = stratified_split(base.targets, fractions=(0.8, 0.1, 0.1), seed=recipe.split_seed, groups=groups)
-        train_idx, val_idx, test = sp.train, sp.val, base.subset(sp.test)
-        classes = list(base.classes)
-    targets = np.asarray(base.targets)
+    in_memory = source.test is not None and not hasattr(source.pool, "samples")
+    tt = (BatchAugment if in_memory else train_transform)(**common, augment=recipe.augment)
+    et = eval_transform(**common)
+    sp = source.split(seed=recipe.split_seed, val_fraction=recipe.val_fraction)
+    classes, targets = list(source.classes), np.asarray(source.pool.targets)
     keep = list(range(len(classes)))
     if recipe.classes is not None:
         unknown = set(recipe.classes) - set(classes)
         if unknown:
-            raise ValueError(f"recipe {recipe.name!r}: unknown classes {sorted(unknown)}; choose from {classes}")
+            raise ConfigError(f"recipe {recipe.name!r}: unknown classes {sorted(unknown)}; choose from {classes}")
         keep = [classes.index(c) for c in recipe.classes]
-    train_idx = train_idx[np.isin(targets[train_idx], keep)]
-    val_idx = val_idx[np.isin(targets[val_idx], keep)]
+    train_idx = sp.train[np.isin(targets[sp.train], keep)]
+    val_idx = sp.val[np.isin(targets[sp.val], keep)]
     if recipe.labels_per_class is not None:
         train_idx = train_idx[_few(targets[train_idx], recipe.labels_per_class, recipe.split_seed)]
     if recipe.val_per_class is not None:  # few-shot runs validate every epoch: keep that cheap
         val_idx = val_idx[_few(targets[val_idx], recipe.val_per_class, recipe.split_seed + 1)]
-    train_ds, val_ds = base.subset(train_idx, transform=tt), base.subset(val_idx, transform=et)
-    test_targets = np.asarray(test.targets)
-    test_ds = test.subset(np.flatnonzero(np.isin(test_targets, keep)), transform=et)
+    test_base = source.test if source.test is not None else source.pool.subset(sp.test)
+    test_idx = np.flatnonzero(np.isin(np.asarray(test_base.targets), keep))
+    train_ds, val_ds = source.pool.subset(train_idx, transform=tt), source.pool.subset(val_idx, transform=et)
+    test_ds = test_base.subset(test_idx, transform=et)
     if recipe.classes is not None:  # relabel to 0..len(keep)-1
         remap = {old: new for new, old in enumerate(keep)}
         for ds in (train_ds, val_ds, test_ds):
@@ -153,7 +205,28 @@ def prepare_data(recipe: Recipe) -> PreparedData:
         classes = [classes[i] for i in keep]
     for ds in (train_ds, val_ds, test_ds):
         ds.classes = classes
-    return PreparedData(train_ds, val_ds, test_ds, classes, ispec)
+    test_pool_idx = sp.test[test_idx] if source.test is None else test_idx
+    split = split_record(recipe, source, classes, train_idx, val_idx, test_pool_idx)
+    return PreparedData(train_ds, val_ds, test_ds, classes, ispec, source, split)
+
+
+def split_record(recipe: Recipe, source: Source, classes, train_idx, val_idx, test_idx) -> dict[str, Any]:
+    """What was trained, validated and tested on: the data's fingerprint, the split's seed and fractions, and the
+    items of each part -- file paths (relative to the folder) with a content digest for image folders, indices
+    into the training pool (test: into the official test set) for in-memory data."""
+    files = hasattr(source.pool, "samples")
+
+    def items(idx):
+        if not files:
+            return [int(i) for i in idx]
+        return [[rel, file_digest(source.pool.samples[int(i)][0])[:16]]
+                for rel, i in zip(source.item_ids(idx), idx)]
+
+    return {"data": recipe.data, "fingerprint": source.fingerprint(), "seed": recipe.split_seed,
+            "fractions": [1 - recipe.val_fraction, recipe.val_fraction, 0.0] if source.test is not None
+            else [0.8, 0.1, 0.1], "official_test": source.test is not None, "classes": list(classes),
+            "items": "files" if files else "indices", "train": items(train_idx), "val": items(val_idx),
+            "test": items(test_idx)}
 
 
 def _relabel(ds, remap: dict[int, int]) -> None:
@@ -184,65 +257,165 @@ def _build(recipe: Recipe, num_classes: int, ispec: InputSpec) -> nn.Module:
         model = create_model(recipe.arch, num_classes, weights=recipe.weights, in_chans=ispec.in_chans,
                              **recipe.model_kwargs)
     if recipe.trainable is not None:
-        freeze(model, recipe.trainable, train_bn=False)
+        freeze(model, recipe.trainable)
     return model
 
 
-def load_trained(recipe: Recipe, folder: Path) -> Trained:
-    from .checkpoint import load_checkpoint
-
-    ck = load_checkpoint(folder / "best.pt")
-    ispec = InputSpec(**ck["input"])
-    model = _build(replace(recipe, weights=None), len(ck["classes"]), ispec)  # structure only; weights come next
-    model.load_state_dict(ck["model"])
-    hist = History(**json.loads((folder / "history.json").read_text()))
-    return Trained(model.eval(), recipe, hist, list(ck["classes"]), ispec, folder / "best.pt", cached=True)
+def _write_json(path: Path, obj: Any) -> None:
+    cache.atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
-def get_or_train(recipe: Recipe, *, cache: str | Path | None = None, progress: bool = True,
-                 data: PreparedData | None = None) -> Trained:
-    """Return the model for ``recipe``: from the cache if it was trained before, else train it (resumable).
+def _check_run_folder(out: Path, recipe: Recipe, data: PreparedData) -> None:
+    """A run folder being resumed must hold a run of the same recipe on the same data."""
+    path = out / "recipe.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    now = json.loads(json.dumps(recipe.experiment(), default=str))
+    old = Recipe.from_dict(saved["recipe"]).experiment() if "recipe" in saved else {}
+    old = json.loads(json.dumps(old, default=str))
+    diff = [k for k in sorted(set(old) | set(now)) if old.get(k) != now.get(k)]
+    diff += [f"train.{k}" for k in sorted(set(old.get("train", {})) | set(now.get("train", {})))
+             if "train" in diff and old.get("train", {}).get(k) != now["train"].get(k)]
+    diff = [d for d in diff if d != "train"]
+    if saved.get("data_fingerprint") not in (None, data.split["fingerprint"]):
+        diff.append("data (the images or labels changed)")
+    if diff:
+        details = "; ".join(f"{k}: {_get(old, k)!r} -> {_get(now, k)!r}" for k in diff if not k.startswith("data ("))
+        raise ConfigError(f"{out}: holds a run with other settings ({', '.join(diff)}{'; ' + details if details else ''}); "
+                          "resume with the same settings, or start a fresh run (another --out folder, or --no-resume)")
 
-    Args:
-        cache: the cache folder (default ``<project>/runs/cache``).
-        data: already prepared datasets (default: :func:`prepare_data`).
+
+def _get(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def train_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = True, progress: bool = True,
+                 data: PreparedData | None = None) -> "Trained":
+    """Train ``recipe`` into the run folder ``out_dir`` (resuming an interrupted run there) and return the model.
+
+    With ``finetune`` set, the head starts as a linear probe on the frozen features (LP); ``"last_stage"`` then
+    trains the last stage and head on the frozen trunk's cached activations (``views`` augmented views per image),
+    ``"full"`` the whole network. Afterwards the best model's validation predictions set the confidence below
+    which a prediction is flagged "unsure" (``recipe.target_precision``); it is stored in ``best.pt``.
     """
-    from .paths import cache_dir
-
-    folder = Path(cache or cache_dir()) / "recipes" / f"{recipe.name}-{recipe.key()}"
-    if (folder / "DONE").is_file():
-        return load_trained(recipe, folder)
+    out = Path(out_dir)
     data = data or prepare_data(recipe)
+    if resume:
+        _check_run_folder(out, recipe, data)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "recipe.json", {"recipe": recipe.to_dict(), "key": recipe.key(data),
+                                      "data_fingerprint": data.split["fingerprint"], "cache_version": CACHE_VERSION})
+    _write_json(out / "split.json", data.split)
     model = _build(recipe, len(data.classes), data.input)
     meta = {"arch": recipe.arch, "model_kwargs": dict(recipe.model_kwargs), "in_chans": data.input.in_chans,
-            "input": data.input.to_dict(), "recipe": json.dumps(recipe.to_dict(), default=str)}
-    hist = fit(model, data.train, data.val, recipe.train, out_dir=folder, resume=True, classes=data.classes,
-               meta=meta, progress=progress)
-    (folder / "history.json").write_text(json.dumps(hist.to_dict(), indent=1) + "\n")
-    (folder / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=1, default=str) + "\n")
-    (folder / "DONE").write_text("ok\n")
-    return Trained(model.eval(), recipe, hist, data.classes, data.input, folder / "best.pt", cached=False)
+            "input": data.input.to_dict(), "recipe": json.dumps(recipe.to_dict(), default=str),
+            "split": data.split if data.split["items"] == "files" else  # index lists: recomputable from the seed
+            {k: v for k, v in data.split.items() if k not in ("train", "val", "test")}}
+    if recipe.finetune is None:
+        hist = fit(model, data.train, data.val, recipe.train, out_dir=out, resume=resume, classes=data.classes,
+                   meta=meta, progress=progress)
+    else:
+        hist = _finetune(recipe, model, data, out, meta, progress, resume)
+    _calibrate(out / "best.pt", model, data, recipe)
+    _write_json(out / "history.json", hist.to_dict())
+    return Trained(model.eval(), recipe, hist, data.classes, data.input, out / "best.pt", cached=False)
 
 
-def clear_cache(cache: str | Path | None = None) -> None:
-    """Delete every cached recipe (the next ``get_or_train`` trains again)."""
-    from .paths import cache_dir
+def _finetune(recipe: Recipe, model: nn.Module, data: PreparedData, out: Path, meta, progress, resume) -> History:
+    """LP, then (optionally) FT: the head is initialised from a linear probe on the frozen features."""
+    head = classifier_name(model)
+    key = {"arch": recipe.arch, "weights": recipe.weights, "in_chans": data.input.in_chans}
+    plain_train = data.train.subset(range(len(data.train)), transform=data.val.transform)  # no augmentation
+    fx = feature_extractor(model, head)
+    f_tr, y_tr = extract_features(fx, plain_train, key=key, device=recipe.train.device, progress=progress)
+    probe = fit_linear_probe(f_tr, y_tr)
+    _set(model, head, probe_to_linear(probe))
+    if recipe.finetune == "probe":
+        freeze(model, "head")
+        val_logits, val_y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=64))
+        acc = float((val_logits.argmax(1) == val_y).mean())
+        hist = History(epochs=[{"epoch": 0, "val_acc": acc}], best_epoch=0, best_metric=acc, checkpoint=str(out / "best.pt"))
+        ck = {"model": model.state_dict(), "epoch": 0, "config": recipe.train.to_dict(), "classes": data.classes,
+              "metrics": hist.epochs[-1], "history": hist.to_dict(), **meta}
+        save_checkpoint(ck, out / "best.pt")
+        save_checkpoint(ck, out / "last.pt")
+        return hist
+    if recipe.finetune == "full":
+        return fit(model, data.train, data.val, recipe.train, out_dir=out, resume=resume, classes=data.classes,
+                   meta=meta, progress=progress)
+    freeze(model, "last_stage")
+    trunk, rest = split_model(model, "last_stage")
+    akey = {**key, "trunk": "last_stage"}
+    a_tr, y_tr = trunk_activations(trunk, data.train, key=akey, views=recipe.views, seed=recipe.train.seed,
+                                   device=recipe.train.device, progress=progress)
+    a_val, y_val = trunk_activations(trunk, data.val, key=akey, device=recipe.train.device, progress=progress)
+    hist = fit(rest, ViewsDataset(a_tr, y_tr, data.classes), torch.utils.data.TensorDataset(a_val[0], y_val),
+               recipe.train, out_dir=None, classes=data.classes, progress=progress)
+    ck = {"model": model.state_dict(), "epoch": len(hist.epochs), "config": recipe.train.to_dict(),
+          "classes": data.classes, "metrics": hist.epochs[-1], "history": hist.to_dict(), **meta}
+    hist.checkpoint = str(out / "best.pt")
+    save_checkpoint(ck, out / "best.pt")  # the whole network: trunk + the trained last stage and head
+    save_checkpoint(ck, out / "last.pt")
+    return hist
 
-    shutil.rmtree(Path(cache or cache_dir()) / "recipes", ignore_errors=True)
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+def _calibrate(best: Path, model: nn.Module, data: PreparedData, recipe: Recipe) -> None:
+    """Store in ``best.pt`` the confidence threshold below which predictions count as "unsure"."""
+    logits, y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=256), device=recipe.train.device)
+    ck = load_checkpoint(best)
+    ck.pop("format", None)
+    ck["calibration"] = confidence_threshold(logits, y, recipe.target_precision)
+    save_checkpoint(ck, best)
+
+
+def get_or_train(recipe: Recipe, *, cache_root: str | Path | None = None, progress: bool = True,
+                 data: PreparedData | None = None) -> Trained:
+    """The trained model for ``recipe``: from the cache if it was trained before, else trained there (resumable).
+
+    Args:
+        cache_root: the cache folder (default ``$PRODVISION_CACHE`` or ``<project>/runs/cache``).
+        data: already prepared datasets (default: :func:`prepare_data`).
+    """
+    data = data or prepare_data(recipe)
+    folder = cache.entry("recipes", recipe.name, recipe.key(data), cache_root)
+    if cache.is_done(folder):
+        return load_run(folder)
+    trained = train_recipe(recipe, folder, progress=progress, data=data)
+    cache.mark_done(folder)
+    return trained
+
+
+def load_run(folder: str | Path) -> Trained:
+    """A finished run folder (from ``train_recipe``, ``get_or_train`` or ``prodvision train``) as a :class:`Trained`."""
+    folder = Path(folder)
+    model, ck = load_model(folder / "best.pt")
+    recipe = Recipe.from_dict(json.loads((folder / "recipe.json").read_text())["recipe"])
+    hist = History(**json.loads((folder / "history.json").read_text()))
+    ispec = InputSpec.from_dict(ck["input"])
+    return Trained(model, recipe, hist, list(ck["classes"]), ispec, folder / "best.pt", cached=True)
 
 
 def load_snapshots(trained: Trained) -> list[tuple[int, nn.Module]]:
     """The snapshot models a ``cosine_restarts`` recipe saved at the end of each cycle: ``[(epoch, model), ...]``."""
-    from .checkpoint import load_checkpoint
-
     folder = trained.checkpoint.parent / "snapshots"
     paths = sorted(folder.glob("epoch*.pt"))
     if not paths:
-        raise FileNotFoundError(f"{folder}: no snapshots (train with TrainConfig(schedule='cosine_restarts'))")
+        raise ConfigError(f"{folder}: no snapshots (train with TrainConfig(schedule='cosine_restarts'))")
     out = []
     for p in paths:
-        ck = load_checkpoint(p)
-        model = _build(replace(trained.recipe, weights=None), len(trained.classes), trained.input)
-        model.load_state_dict(ck["model"])
-        out.append((int(ck["epoch"]), model.eval()))
+        model, ck = load_model(p)
+        out.append((int(ck["epoch"]), model))
     return out
+
+
+def clear_cache(cache_root: str | Path | None = None) -> None:
+    """Delete every cached recipe (the next ``get_or_train`` trains again)."""
+    cache.clear("recipes", cache_root)

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .paths import results_dir
+
 __all__ = ["RunRecord", "machine_info"]
 
 
@@ -50,8 +52,6 @@ class RunRecord:
             self.metrics[k] = v.item() if hasattr(v, "item") else v
 
     def save(self, folder: str | os.PathLike | None = None) -> Path:
-        from .paths import results_dir
-
         folder = Path(folder) if folder is not None else results_dir()
         folder.mkdir(parents=True, exist_ok=True)
         rec = {"notebook": self.name, "metrics": self.metrics, "params": self.params,

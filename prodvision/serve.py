@@ -3,17 +3,23 @@
 Endpoints:
 
 * ``POST /predict`` -- multipart, one or several images under the field ``files`` ->
-  ``{"results": [{"filename", "top_k": [{"label", "probability"}]} | {"filename", "error": {"code", "reason"}}]}``.
+  ``{"results": [{"filename", "label", "probability", "unsure", "top_k": [{"label", "probability"}]} |
+  {"filename", "error": {"code", "reason"}}]}`` (``unsure``: the top probability is below the model's threshold).
   A batch with some bad files is 200 (one error entry per bad file); if *every* file fails, the status is the
   first failure's (see :data:`STATUS`) and the body also has a top-level ``error``.
 * ``POST /cam`` -- one image (field ``file``), optional form field ``target`` (a class name) -> Grad-CAM overlay
   PNG. Needs the eager model, i.e. a checkpoint (``.pt``); 501 otherwise.
 * ``GET /healthz`` (live), ``GET /readyz`` (503 until the start-up warm-up prediction ran), ``GET /model``
-  (metadata), ``GET /`` (upload page), ``/openapi.json`` and ``/docs``.
+  (metadata, ``unsure_below``, ``max_files``), ``GET /`` (upload page), ``/openapi.json`` and ``/docs``.
 
 A checkpoint is exported to a temporary ONNX file at start-up and served with ONNX Runtime (the file is deleted
 once loaded); the eager model is kept for ``/cam``. Bad input never gives a 500: the request body is capped before
 it is read (413), and every :class:`prodvision.data.ImageLoadError` code maps to a 4xx status.
+
+Memory: a PNG of ~100 KB can decode to 160 MB of pixels, so every upload (``/predict`` and ``/cam``) first reserves its
+decoded size, estimated from the header (:func:`prodvision.data.images.decoded_nbytes`), from a
+:class:`DecodeBudget` of ``ServeConfig.decode_budget_mb``, and waits for room; and it is decoded at reduced size
+(:func:`decode_side`: a few times the model's input, so the preprocessed tensor is unchanged for normal photos).
 """
 
 from __future__ import annotations
@@ -27,19 +33,30 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import asynccontextmanager, contextmanager
-from dataclasses import asdict, dataclass
+from collections import deque
+from contextlib import asynccontextmanager, contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from .data.images import ImageLimits, ImageLoadError
-from .predict import DeployedModel, load_deployed, predict_images, top_k
+from .config import ImageLimits, InputSpec, ServeConfig
+from .data.images import ImageLoadError, ImageSource, decoded_nbytes, load_image
+from .deployed import DeployedModel, load_deployed
+from .errors import ConfigError
+from .explain import explain_image
+from .export import export_onnx
+from .predict import predict_images
 
-__all__ = ["ServeConfig", "STATUS", "create_app", "run", "serving", "free_port"]
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+__all__ = ["ServeConfig", "STATUS", "DecodeBudget", "ServedModel", "decode_side", "create_app", "run", "serving",
+           "free_port"]
 
 log = logging.getLogger("prodvision.serve")
 
@@ -48,24 +65,121 @@ STATUS = {"empty": 400, "missing": 400, "not_image": 415, "unreadable": 415, "tr
           "too_large": 413, "decompression_bomb": 422, "bad_size": 422}
 
 
-@dataclass(frozen=True)
-class ServeConfig:
-    """Limits and options of the service."""
+#: Uploads are decoded with their longest side kept >= this many times the model's input size (and >= MIN_DECODE_SIDE):
+#: the antialiased resize to the input then starts from at least 4x its size, as it does for a normal photo.
+DECODE_MARGIN = 4
+MIN_DECODE_SIDE = 512
+#: The least any decode reserves from the budget (headers, small buffers, the preprocessed tensor).
+MIN_RESERVATION = 1 << 20
 
-    max_upload_mb: float = 10.0  # max request body (all files together); also the per-file byte limit
-    max_pixels: int = 40_000_000  # per image, from the header, before decoding (decompression bombs -> 422)
-    max_side: int = 20_000  # longest image side in px
-    max_files: int = 16  # files per /predict request
-    top_k: int = 3  # classes returned per image
-    threads: int | None = None  # ONNX Runtime intra_op_num_threads (None = let ORT decide)
-    cam_method: str = "gradcam"  # a prodvision.explain.CAM_METHODS entry
 
-    @property
-    def max_body(self) -> int:
-        return int(self.max_upload_mb * 2**20)
+def decode_side(spec: InputSpec) -> int:
+    """The longest side an upload is decoded at for a model with input ``spec`` (see :data:`DECODE_MARGIN`)."""
+    return max(DECODE_MARGIN * spec.size, MIN_DECODE_SIDE)
 
-    def limits(self) -> ImageLimits:
-        return ImageLimits(max_bytes=self.max_body, max_pixels=self.max_pixels, max_side=self.max_side)
+
+class DecodeBudget:
+    """A weighted semaphore over bytes of decoded pixels, first come first served.
+
+    :meth:`reserve` takes ``max(nbytes, minimum)`` bytes, or the whole capacity for an image larger than it (which then
+    decodes alone), and blocks until that much is free and every earlier waiter has been served; strict arrival order
+    keeps small uploads from starving a large one.
+    """
+
+    def __init__(self, capacity: int, *, minimum: int = MIN_RESERVATION):
+        if capacity < 1 or minimum < 1:
+            raise ConfigError(f"DecodeBudget: capacity ({capacity}) and minimum ({minimum}) must be positive")
+        self.capacity, self.minimum = int(capacity), int(minimum)
+        self.in_use = 0
+        self.peak = 0  # the most ever reserved at once (for tests and benchmarks)
+        self._cond = threading.Condition()
+        self._queue: deque[object] = deque()
+
+    def amount(self, nbytes: int) -> int:
+        """What a decode of ``nbytes`` reserves."""
+        return min(max(int(nbytes), self.minimum), self.capacity)
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[int]:
+        """Hold ``amount(nbytes)`` bytes for the ``with`` block (waiting for room first); yields the amount."""
+        n = self.amount(nbytes)
+        me = object()
+        with self._cond:
+            self._queue.append(me)
+            try:
+                self._cond.wait_for(lambda: self._queue[0] is me and self.in_use + n <= self.capacity)
+            finally:
+                self._queue.remove(me)
+                self._cond.notify_all()  # the next in line may fit too
+            self.in_use += n
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield n
+        finally:
+            with self._cond:
+                self.in_use -= n
+                self._cond.notify_all()
+
+
+@dataclass
+class ServedModel(DeployedModel):
+    """A :class:`DeployedModel` whose :meth:`preprocess` decodes uploads within a :class:`DecodeBudget` and at reduced
+    size (``max_decode_side``); everything else (metadata, ``logits``, ``unsure_below``) is the wrapped model's."""
+
+    budget: DecodeBudget | None = field(default=None, repr=False)
+    max_decode_side: int | None = None
+
+    @classmethod
+    def wrap(cls, model: DeployedModel, budget: DecodeBudget | None, max_decode_side: int | None) -> ServedModel:
+        """``model`` (which is not copied: both share the runtime session) with a budget and a decode side."""
+        return cls(**{f.name: getattr(model, f.name) for f in fields(DeployedModel)}, budget=budget,
+                   max_decode_side=max_decode_side)
+
+    def load(self, source: ImageSource, *, limits: ImageLimits = ImageLimits(),
+             name: str | None = None) -> Image.Image:
+        """Decode one upload to an RGB PIL image: header checks, reservation, reduced decode.
+
+        Raises:
+            ImageLoadError: the file is refused (from its header, before any reservation, or while decoding).
+        """
+        if isinstance(source, (bytearray, memoryview)):
+            source = bytes(source)
+        elif hasattr(source, "read"):  # read once: the estimate and the decode both need the bytes
+            name = name if name is not None else getattr(source, "name", "<upload>")
+            source = source.read(limits.max_bytes + 1)
+        nbytes = decoded_nbytes(source, limits=limits, name=name, max_decode_side=self.max_decode_side)
+        with self.budget.reserve(nbytes) if self.budget is not None else nullcontext():
+            return load_image(source, mode="RGB", limits=limits, name=name, max_decode_side=self.max_decode_side)
+
+    def preprocess(self, source: ImageSource, *, limits: ImageLimits = ImageLimits(),
+                   name: str | None = None) -> torch.Tensor:
+        """:meth:`load`, then the model's transform; float32 ``(in_chans, size, size)``."""
+        return self.transform(self.load(source, limits=limits, name=name))
+
+
+#: glibc's M_MMAP_THRESHOLD: allocations of at least this size are mmap-ed, so freeing them returns the memory.
+MMAP_THRESHOLD = 4 << 20
+
+
+def _return_large_frees_to_os(threshold: int = MMAP_THRESHOLD) -> bool:
+    """Fix glibc's mmap threshold so freed pixel buffers go back to the OS; returns whether it was set.
+
+    glibc raises the threshold after the first large free (up to 32 MB); from then on Pillow's 16 MB pixel blocks
+    come from per-thread heaps that are not trimmed, and the request threads that each decoded a large upload keep
+    ~30 MB apiece (measured: +1.6 GB RSS after 16 40-Mpx uploads decoded one at a time). A fixed threshold turns that
+    off for the whole process. No-op (False) on other C libraries.
+    """
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(threshold)))
 
 
 def _error(status: int, code: str, reason: str, **extra: Any) -> JSONResponse:
@@ -137,20 +251,23 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
 
     The model is loaded here (so a bad path fails at start-up); the warm-up prediction runs in a background
     thread when the app starts (``/readyz`` answers 503 until it has succeeded). ``app.state.warm_up()`` runs it
-    synchronously (for tests without a lifespan).
+    synchronously (for tests without a lifespan). Process-wide side effect: on glibc, allocations of 4 MB and more
+    are mmap-ed from now on, so decoded images give their memory back (see :func:`_return_large_frees_to_os`).
     """
     model_path = Path(model_path)
+    if not _return_large_frees_to_os():
+        log.info("not glibc: the C library's default malloc settings stay (freed decode buffers may be kept)")
     loaded = load_deployed(model_path, threads=config.threads)
     eager = loaded.module
     if loaded.backend == "eager":  # serve with ONNX Runtime; keep the eager model for /cam
-        from .export import export_onnx
-
         with tempfile.TemporaryDirectory(prefix="prodvision-serve-") as tmp:
-            predictor = load_deployed(export_onnx(eager, loaded.meta, Path(tmp) / "model.onnx"),
-                                      threads=config.threads)  # ORT holds the graph in memory; the file can go
-        predictor.path = model_path
+            onnx = load_deployed(export_onnx(eager, loaded.meta, Path(tmp) / "model.onnx"),
+                                 threads=config.threads)  # ORT holds the graph in memory; the file can go
+        onnx.path = model_path
     else:
-        predictor = loaded
+        onnx = loaded
+    budget = DecodeBudget(int(config.decode_budget_mb * 2**20))
+    predictor = ServedModel.wrap(onnx, budget, decode_side(onnx.input_spec))
     state = {"ready": False, "error": None}
     cam_lock = threading.Lock()  # grad-cam puts hooks on the shared eager model: one CAM at a time
 
@@ -173,6 +290,7 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
                               f"{', '.join(predictor.classes)}). Limits: {asdict(config)}")
     app.add_middleware(_BodyLimit, max_bytes=config.max_body)
     app.state.warm_up, app.state.predictor, app.state.config = warm_up, predictor, config
+    app.state.decode_budget = budget
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request, exc: RequestValidationError):
@@ -195,8 +313,11 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
 
     @app.get("/model")
     def model_info() -> dict:
-        """The served model's metadata: classes, input spec, arch, weights hash; whether /cam is available."""
-        return {**predictor.meta, "backend": predictor.backend, "cam": eager is not None, "top_k": config.top_k}
+        """The served model's metadata: classes, input spec, arch, weights hash; whether /cam is available; the
+        "unsure" threshold (null without one) and the request limits the upload page needs."""
+        return {**predictor.meta, "backend": predictor.backend, "cam": eager is not None, "top_k": config.top_k,
+                "unsure_below": predictor.unsure_below, "max_files": config.max_files,
+                "max_upload_bytes": config.max_body}
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
@@ -230,29 +351,24 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
 
         from PIL import Image
 
-        from .data.images import load_image
-        from .explain import cam, overlay
-
         if eager is None:
             return _error(501, "cam_unavailable", f"CAM needs the eager model; this server runs {model_path.name} "
                                                   "(start it with the training checkpoint .pt)")
         name = file.filename or "<upload>"
         try:
-            image = load_image(file.file.read(), limits=config.limits(), name=name)
+            image = predictor.load(file.file.read(), limits=config.limits(), name=name)
         except ImageLoadError as e:
             return _error(STATUS.get(e.code, 400), e.code, f"{name}: {e.reason}")
-        classes = predictor.classes
-        if target not in (None, "") and target not in classes:
-            return _error(400, "unknown_target", f"target {target!r} is not one of the model's classes {classes}")
-        x = predictor.transform(image)[None]  # (1, C, S, S)
-        pred = top_k(predictor.logits(x), classes, 1)[0][0]["label"]
-        label = target or pred
+        if target not in (None, "") and target not in predictor.classes:
+            return _error(400, "unknown_target", f"target {target!r} is not one of the model's classes "
+                                                 f"{predictor.classes}")
         with cam_lock:
-            maps = cam(eager, x, [classes.index(label)], method=config.cam_method, arch=predictor.meta["arch"])
+            ex = explain_image(loaded, image, target=target or None, method=config.cam_method, size=224)
         buf = io.BytesIO()
-        Image.fromarray(overlay(predictor.view(image), maps[0], size=224)).save(buf, "PNG")
+        Image.fromarray(ex.overlay).save(buf, "PNG")
         return Response(buf.getvalue(), media_type="image/png",
-                        headers={"X-CAM-Target": quote(label), "X-Predicted": quote(pred)})  # URL-encoded
+                        headers={"X-CAM-Target": quote(ex.label), "X-Predicted": quote(ex.predicted),
+                                 "X-Probability": f"{ex.probability:.4f}", "X-Unsure": str(ex.unsure).lower()})
 
     return app
 
@@ -289,7 +405,8 @@ def serving(model_path: str | os.PathLike, *, config: ServeConfig = ServeConfig(
     port = port or free_port(host)
     cmd = [sys.executable, "-m", "prodvision", "serve", str(model_path), "--host", host, "--port", str(port),
            "--max-upload-mb", str(config.max_upload_mb), "--max-pixels", str(config.max_pixels),
-           "--max-files", str(config.max_files), "--top-k", str(config.top_k), "--cam-method", config.cam_method,
+           "--max-side", str(config.max_side), "--max-files", str(config.max_files), "--top-k", str(config.top_k),
+           "--cam-method", config.cam_method, "--decode-budget-mb", str(config.decode_budget_mb),
            "--log-level", "warning"]
     if config.threads is not None:
         cmd += ["--threads", str(config.threads)]

@@ -7,58 +7,16 @@ Inputs may be PIL images (from :func:`prodvision.data.load_image`) or uint8 ``(C
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 from torchvision.transforms import v2
 
-__all__ = ["InputSpec", "eval_transform", "train_transform", "AugmentConfig", "BatchAugment", "is_batchable",
-           "IMAGENET_MEAN", "IMAGENET_STD"]
+from .config import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, InputSpec
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["InputSpec", "eval_transform", "train_transform", "spec_transform", "AugmentConfig", "BatchAugment",
+           "is_batchable", "photo_to_fashion_mnist", "IMAGENET_MEAN", "IMAGENET_STD"]
+
 _INTERP = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
            "nearest": v2.InterpolationMode.NEAREST}
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model expects: square ``size``, channel count and per-channel mean/std (for 3 channels)."""
-
-    size: int = 224  # side in pixels after resize
-    in_chans: int = 3  # 1 for greyscale models (pretrained stems are adapted by summing first-conv weights)
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-    interpolation: str = "bilinear"  # "bicubic" for TF-ported EfficientNet-Lite
-    crop_pct: float = 1.0  # 1.0 = resize the whole image to size x size (no centre crop); 0.875 = ImageNet style
-
-    def norm(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """mean/std with one entry per input channel (greyscale uses the average of the RGB statistics)."""
-        if self.in_chans == len(self.mean):
-            return tuple(self.mean), tuple(self.std)
-        if self.in_chans == 1:
-            return (sum(self.mean) / len(self.mean),), (sum(self.std) / len(self.std),)
-        raise ValueError(f"in_chans={self.in_chans} does not match mean {self.mean}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """The article's augmentations (rotation, crop, flip, scale, brightness/contrast) and a few more."""
-
-    hflip: float = 0.5  # probability of a horizontal flip (product photos are mostly left-right symmetric)
-    crop_padding: int = 0  # random crop after zero-padding by this many pixels (translation), 0 = off
-    scale: tuple[float, float] | None = None  # RandomResizedCrop area range, e.g. (0.6, 1.0); None = off
-    rotation: float = 0.0  # max degrees of random rotation, 0 = off
-    brightness: float = 0.0  # ColorJitter strength, 0 = off
-    contrast: float = 0.0
-    erasing: float = 0.0  # probability of RandomErasing (occlusion), 0 = off
-    fill: int = 0  # background value for rotation corners: 0 for Fashion-MNIST (black), 255 for white catalog shots
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _channels(in_chans: int) -> list:
@@ -90,6 +48,54 @@ def eval_transform(*, size: int, in_chans: int = 3, mean=IMAGENET_MEAN, std=IMAG
               [v2.Resize(int(round(size / crop_pct)), interpolation=interp, antialias=True), v2.CenterCrop(size)])
     return v2.Compose([v2.ToImage(), *resize, *_channels(in_chans), v2.ToDtype(torch.float32, scale=True),
                        v2.Normalize(m, s)])
+
+
+def spec_transform(spec: InputSpec, *, deploy: bool = False) -> v2.Compose:
+    """:func:`eval_transform` for an :class:`InputSpec`. With ``deploy=True`` a spec's ``photo_style`` is applied
+    first (uploaded photos become what the model was trained on; dataset images already are)."""
+    t = eval_transform(size=spec.size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
+                       interpolation=spec.interpolation, crop_pct=spec.crop_pct)
+    if deploy and spec.photo_style == "fashion-mnist":
+        return v2.Compose([v2.Lambda(lambda im: photo_to_fashion_mnist(im, size=spec.size)), t])
+    return t
+
+
+def photo_to_fashion_mnist(image, *, size: int = 28, tolerance: float = 0.05):
+    """Convert a product photo the way Zalando's photos became Fashion-MNIST (Xiao et al., 2017, section 2).
+
+    The paper's steps: trim the edges close to the corner colour (within 5% of the intensity range), resize the
+    longer edge to 28 px, sharpen (Gaussian, radius and sigma 1), extend the shorter edge to 28 px with the product
+    centred, negate, convert to 8-bit greyscale. A catalog photo (dark product on a light background) thus becomes a
+    light product on black. An image whose background is already dark (e.g. a Fashion-MNIST image saved as PNG) is
+    only trimmed and centred, not negated twice.
+
+    Args:
+        image: a PIL image (any mode; :func:`prodvision.data.load_image` gives RGB).
+        size: the output side (28 for Fashion-MNIST models).
+
+    Returns:
+        A greyscale (mode "L") PIL image of ``size`` x ``size``.
+    """
+    import numpy as np
+    from PIL import Image, ImageFilter, ImageOps
+
+    rgb = np.asarray(image.convert("RGB"), dtype=np.int16)  # (H, W, 3)
+    corners = np.stack([rgb[0, 0], rgb[0, -1], rgb[-1, 0], rgb[-1, -1]])
+    background = np.median(corners, axis=0)  # (3,)
+    mask = np.abs(rgb - background).max(-1) > tolerance * 255  # (H, W): pixels that are not background
+    if mask.any():
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        rgb = rgb[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    im = Image.fromarray(rgb.astype(np.uint8))
+    h, w = rgb.shape[:2]
+    scale = size / max(h, w)
+    im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BOX)
+    im = im.filter(ImageFilter.UnsharpMask(radius=1, percent=100, threshold=0))
+    bg = tuple(int(v) for v in background)
+    canvas = Image.new("RGB", (size, size), bg)
+    canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
+    grey = canvas.convert("L")
+    return ImageOps.invert(grey) if float(np.mean(background)) > 127 else grey
 
 
 def train_transform(*, size: int, in_chans: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
@@ -147,14 +153,9 @@ class BatchAugment(torch.nn.Module):
 
         a, (b, c, h, w), dev = self.augment, x.shape, x.device
         x = x.float()  # (B, C, H, W) in 0..255
-        if a.scale is not None:  # RandomResizedCrop: per-image box (area in scale, ratio 3/4..4/3), then resize
-            area = torch.empty(b, device=dev).uniform_(*a.scale) * h * w
-            logr = torch.empty(b, device=dev).uniform_(torch.log(torch.tensor(3 / 4)), torch.log(torch.tensor(4 / 3)))
-            cw = (area * logr.exp()).sqrt().clamp(1, w)
-            ch = (area / logr.exp()).sqrt().clamp(1, h)
-            x0 = torch.rand(b, device=dev) * (w - cw)
-            y0 = torch.rand(b, device=dev) * (h - ch)
-            boxes = torch.stack([torch.arange(b, device=dev, dtype=x.dtype), x0, y0, x0 + cw, y0 + ch], 1)
+        if a.scale is not None:  # RandomResizedCrop, sampled as torchvision does, then resized
+            x0, y0, cw, ch = _resized_crop_boxes(b, h, w, a.scale, dev)
+            boxes = torch.stack([torch.arange(b, device=dev, dtype=x.dtype), x0, y0, x0 + cw, y0 + ch], 1).to(x.dtype)
             x = roi_align(x, boxes, output_size=(self.size, self.size), spatial_scale=1.0, sampling_ratio=2,
                           aligned=True)
         elif (h, w) != (self.size, self.size):
@@ -204,6 +205,31 @@ class BatchAugment(torch.nn.Module):
             on = (torch.rand(b, device=dev) < a.erasing)[:, None, None]
             out = out.masked_fill((box & on)[:, None], 0.0)
         return out
+
+
+def _resized_crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], dev, attempts: int = 10,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[torch.Tensor, ...]:
+    """Per image, ``RandomResizedCrop.get_params``'s box, vectorised: up to ``attempts`` draws of (area in ``scale``,
+    log-uniform aspect in ``ratio``) rounded to whole pixels, the first that fits the image wins; if none fits, the
+    whole image (clipped to the ratio range). Returns float ``x0, y0, width, height``, each ``(B,)``."""
+    area = torch.empty(b, attempts, device=dev).uniform_(*scale) * (h * w)  # (B, A)
+    logr = torch.empty(b, attempts, device=dev).uniform_(float(torch.log(torch.tensor(ratio[0]))),
+                                                         float(torch.log(torch.tensor(ratio[1]))))
+    cw = (area * logr.exp()).sqrt().round()
+    ch = (area / logr.exp()).sqrt().round()
+    fits = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)  # (B, A)
+    first = torch.where(fits.any(1), fits.int().argmax(1), torch.full((b,), -1, device=dev))
+    pick = first.clamp(min=0)[:, None]
+    cw, ch = cw.gather(1, pick)[:, 0], ch.gather(1, pick)[:, 0]
+    in_ratio = w / h
+    fw = float(w) if ratio[0] <= in_ratio <= ratio[1] else (float(w) if in_ratio < ratio[0] else round(h * ratio[1]))
+    fh = float(h) if ratio[0] <= in_ratio <= ratio[1] else (round(w / ratio[0]) if in_ratio < ratio[0] else float(h))
+    none = first < 0
+    cw = torch.where(none, torch.full_like(cw, fw), cw)
+    ch = torch.where(none, torch.full_like(ch, fh), ch)
+    x0 = torch.floor(torch.rand(b, device=dev) * (w - cw + 1))  # integer offsets, as randint(0, w - cw + 1)
+    y0 = torch.floor(torch.rand(b, device=dev) * (h - ch + 1))
+    return x0, y0, cw, ch
 
 
 def is_batchable(transform) -> bool:

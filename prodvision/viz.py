@@ -10,15 +10,15 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .paths import figures_dir
+
 __all__ = ["save_figure", "montage", "augmentation_gallery", "learning_curves", "confusion_matrix_plot",
            "per_class_bars", "reliability_diagram", "top_losses_grid", "cam_grid", "gain_cost_plot",
-           "robustness_curves", "to_display"]
+           "robustness_curves", "to_display", "caption_image", "contact_sheet"]
 
 
 def save_figure(fig, name: str, folder: str | Path | None = None, dpi: int = 110) -> Path:
     """Save ``fig`` as ``<folder or figures/>/<name>.png`` (stable name, no timestamp metadata)."""
-    from .paths import figures_dir
-
     folder = Path(folder) if folder is not None else figures_dir()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
@@ -201,3 +201,30 @@ def robustness_curves(df, *, save: str | None = None):
     axes[0, 0].set_ylabel("accuracy")
     axes[0, -1].legend(fontsize=7)
     return _finish(fig, save)
+
+
+def caption_image(image: np.ndarray, lines: Sequence[str], *, pad: int = 6, line_height: int = 14) -> np.ndarray:
+    """An RGB uint8 image ``(H, W, 3)`` with the caption ``lines`` written on white below it (PIL, no matplotlib)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+    out = Image.new("RGB", (img.width, img.height + pad * 2 + line_height * len(lines)), "white")
+    out.paste(img, (0, 0))
+    draw = ImageDraw.Draw(out)
+    for i, text in enumerate(lines):
+        draw.text((pad, img.height + pad + i * line_height), text, fill=(20, 20, 20))
+    return np.asarray(out)
+
+
+def contact_sheet(images: Sequence[np.ndarray], *, ncols: int = 6, gap: int = 4) -> np.ndarray:
+    """Tile RGB uint8 images (any sizes) row by row on white: ``(H, W, 3)`` uint8."""
+    from PIL import Image
+
+    tiles = [Image.fromarray(np.asarray(im, dtype=np.uint8)).convert("RGB") for im in images]
+    w, h = max(t.width for t in tiles), max(t.height for t in tiles)
+    nrows = int(np.ceil(len(tiles) / ncols))
+    sheet = Image.new("RGB", (ncols * w + (ncols + 1) * gap, nrows * h + (nrows + 1) * gap), "white")
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, ncols)
+        sheet.paste(t, (gap + c * (w + gap), gap + r * (h + gap)))
+    return np.asarray(sheet)

@@ -39,3 +39,20 @@ def tiny_model() -> torch.nn.Module:
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
                                torch.nn.Flatten(), torch.nn.Linear(4, 3))
+
+
+def _make_catalog(root, rng, per_class=12, classes=("bag", "shoe", "shirt")):
+    """root/<class>/<i>.png: 20x20 colour images, one colour per class (learnable in a few steps)."""
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30)]
+    for c, colour in zip(classes, colours):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            arr = np.clip(np.array(colour) + rng.integers(-30, 30, (20, 20, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(arr).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def make_catalog(rng):
+    """A factory: ``make_catalog(root, per_class=12, classes=(...))`` writes an ImageFolder catalog and returns it."""
+    return lambda root, per_class=12, classes=("bag", "shoe", "shirt"): _make_catalog(root, rng, per_class, classes)

@@ -11,6 +11,8 @@ from prodvision import course
 from prodvision.recipes import get_or_train
 
 
+pytestmark = pytest.mark.slow  # real data and trained models, or other processes
+
 @pytest.mark.parametrize("role", ["main", "vgg"])
 def test_nhwc_course_recipes_train_bit_reproducibly(role, tmp_path, monkeypatch):
     """main and vgg train in NHWC with deterministic algorithms (faster on CPU). oneDNN does not promise a

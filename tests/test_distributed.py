@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import subprocess
 import sys
@@ -9,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import torch
+
+pytestmark = pytest.mark.slow  # real data and trained models, or other processes
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -72,11 +72,33 @@ def test_sanity_check_and_faithfulness():
     model = _small().eval()
     x = torch.randn(4, 1, 16, 16)
     res = explain.sanity_check(model, x, arch="mini_resnet")
-    assert res["spearman"].shape == (4,) and -1 <= res["mean_spearman"] <= 1
+    assert res["spearman"].shape == (4,) and 0 <= res["mean_abs_spearman"] <= 1
+    np.testing.assert_allclose(res["abs_spearman"], np.abs(res["spearman"]))
     assert not np.allclose(res["trained"], res["random"])
     f = explain.faithfulness(model, x, res["trained"], targets=[0, 1, 2, 0], percentiles=(20, 80))
-    assert set(f) == {"road_combined", "road_morf", "road_lerf", "confidence_change", "increase_in_confidence"}
-    assert all(np.isfinite(v) for v in f.values())
+    assert set(f) == {"road_combined", "road_morf", "road_lerf", "confidence_change"}
+    assert all(v.shape == (4,) and np.isfinite(v).all() for v in f.values())  # per image, for intervals
+
+
+def test_cascading_randomization_goes_from_the_top_down():
+    model = _small().eval()
+    x = torch.randn(6, 1, 16, 16)
+    stages = ["fc", "layer3", "layer2", "layer1", "stem"]
+    df = explain.cascading_randomization(model, x, [0] * 6, stages, arch="mini_resnet")
+    assert list(df["randomized"]) == [f"down to {s}" for s in stages]
+    assert all(len(r) == 6 and (0 <= r).all() and (r <= 1).all() for r in df["abs_spearman"])
+    only_fc = explain.randomize(model, 0, modules=["fc"])
+    same = [torch.equal(a, b) for (n, a), b in zip(model.state_dict().items(), only_fc.state_dict().values())
+            if n.endswith("weight")]
+    assert not same[-1] and all(same[:-1])  # only the classifier was re-drawn
+
+
+def test_random_maps_baselines():
+    rough, smooth = explain.random_maps(3, (28, 28), seed=0), explain.random_maps(3, (28, 28), smooth=3, seed=0)
+    for m in (rough, smooth):
+        assert m.shape == (3, 28, 28) and m.min() == 0 and m.max() == 1
+    roughness = [np.abs(np.diff(m, axis=-1)).mean() for m in (rough, smooth)]
+    assert roughness[1] < roughness[0] / 3  # blurred noise is blob-shaped
 
 
 def test_overlay_is_readable_size():

@@ -13,10 +13,10 @@ import torch
 
 from prodvision.checkpoint import save_checkpoint
 from prodvision.data import CatalogDataset, product_icons_dir
-from prodvision.export import (compression_table, deploy_metadata, export_checkpoint, parity_check, prune_global,
-                               quantize_onnx, sparsity, weights_sha256)
+from prodvision.export import (compression_table, export_checkpoint, parity_check, prune_global,
+                              quantize_onnx, sparsity)
 from prodvision.models import create_model
-from prodvision.predict import load_deployed
+from prodvision.deployed import deploy_metadata, load_deployed, weights_sha256
 from prodvision.transforms import InputSpec, eval_transform
 
 ICON_CLASSES = ["apparel", "beverages", "computers", "electronics", "fruit", "musical_instruments",

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from prodvision.data import ImageLimits, ImageLoadError, load_image
+from prodvision.data.images import decoded_nbytes
 
 
 def _save(im: Image.Image, path, fmt="PNG", **kw):
@@ -133,3 +134,81 @@ def test_greyscale_mode_and_bad_mode(tmp_path):
     assert load_image(path, mode="L").mode == "L"
     with pytest.raises(ValueError, match="mode"):
         load_image(path, mode="CMYK")
+
+
+def _photo(size: tuple[int, int], seed: int = 0) -> Image.Image:
+    """Smooth random colour blobs: photo-like, so scaled decodes can be compared with full-size ones."""
+    small = np.random.default_rng(seed).integers(0, 256, (12, 18, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def _bytes(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_reduced_decode_leaves_smaller_images_exactly_alone(fmt):
+    data = _bytes(_photo((700, 500)), fmt)
+    full = np.asarray(load_image(data))
+    for side in (700, 701, 2000):  # longest side already <= max_decode_side
+        assert np.array_equal(np.asarray(load_image(data, max_decode_side=side)), full)
+    half = load_image(data, max_decode_side=350)  # 700 // 350 = 2: reduced
+    assert half.size == (350, 250)
+
+
+@pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "LA"), ("GIF", "P"),
+                                      ("PNG", "I;16"), ("TIFF", "RGB"), ("JPEG", "CMYK")])
+def test_reduced_decode_keeps_the_longest_side_and_the_look(fmt, mode):
+    im = _photo((1500, 1000))
+    im = Image.fromarray((np.asarray(im.convert("L")).astype(np.uint16) * 257)) if mode == "I;16" else im.convert(mode)
+    data = _bytes(im, fmt)
+    full = load_image(data)
+    small = load_image(data, max_decode_side=384)
+    assert small.mode == "RGB" and max(small.size) >= 384 and small.size[0] / small.size[1] == pytest.approx(1.5, 0.01)
+    assert max(small.size) < 768  # JPEG: 1/2-scale draft (750 px); others: reduced by 3 (500 px)
+    diff = np.abs(np.asarray(full.resize(small.size, Image.Resampling.BOX), np.float32) - np.asarray(small, np.float32))
+    assert diff.mean() < (3.0 if mode == "P" else 1.5), diff.mean()  # a dithered palette averages loosest
+
+
+def test_reduced_decode_drafts_jpeg_and_keeps_exif_orientation():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    data = _bytes(_photo((4000, 2000)), "JPEG", exif=exif.tobytes())
+    assert load_image(data).size == (2000, 4000)
+    assert load_image(data, max_decode_side=500).size == (250, 500)  # drafted at 1/8 scale, then upright
+    assert load_image(data, max_decode_side=600).size == (500, 1000)  # 1/4: the longest side stays >= 600
+
+
+def test_reduced_decode_composites_transparency_on_white():
+    arr = np.zeros((1000, 1600, 4), np.uint8)
+    arr[..., 0] = 255
+    arr[:500, :, 3] = 255  # opaque red top half, transparent bottom half
+    out = np.asarray(load_image(_bytes(Image.fromarray(arr, "RGBA"), "PNG"), max_decode_side=400))
+    assert out.shape == (250, 400, 3)
+    assert (out[:125] == [255, 0, 0]).all() and (out[125:] == 255).all()
+
+
+def test_decoded_nbytes_from_the_header():
+    png = _bytes(Image.new("RGB", (8000, 5000), (10, 20, 30)), "PNG")  # ~125 KB on the wire
+    limits = ImageLimits(max_pixels=50_000_000)
+    full = decoded_nbytes(png, limits=limits)
+    assert full == 8000 * 5000 * 4 * 2  # decoded buffer (Pillow pads RGB to 4 bytes) + the RGB result
+    assert decoded_nbytes(png, limits=limits, max_decode_side=896) == 8000 * 5000 * 4 + 1000 * 625 * 4
+    jpeg = _bytes(_photo((4000, 3000)), "JPEG")
+    assert decoded_nbytes(jpeg, max_decode_side=500) == 500 * 375 * 4 * 2  # decoded at 1/8 scale: no full buffer
+    grey = _bytes(Image.new("L", (100, 50)), "PNG")
+    assert decoded_nbytes(grey) == 100 * 50 * (1 + 4)
+    with pytest.raises(ImageLoadError) as e:  # the header checks of load_image run first
+        decoded_nbytes(_png_header_only(100_000, 100_000), name="bomb.png", max_decode_side=896)
+    assert e.value.code == "decompression_bomb" and "bomb.png" in str(e.value)
+
+
+def test_max_decode_side_must_be_positive():
+    data = _bytes(Image.new("RGB", (10, 10)), "PNG")
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ValueError, match="max_decode_side"):
+            load_image(data, max_decode_side=bad)
+        with pytest.raises(ValueError, match="max_decode_side"):
+            decoded_nbytes(data, max_decode_side=bad)

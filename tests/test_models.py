@@ -10,6 +10,7 @@ from torch import nn
 
 from prodvision import models
 from prodvision.models import (ARCHS, PretrainedWeightsUnavailable, count_params, create_model, describe, freeze,
+                              resolve_trainable,
                                map_lite_keys, param_groups, replace_head)
 
 
@@ -35,9 +36,13 @@ def test_freeze_all_but_head_counts_trainable_params(name):
     freeze(model, [spec.classifier])
     head = model.get_submodule(spec.classifier)
     assert count_params(model, trainable_only=True) == head.in_features * 5 + 5
-    freeze(model, [spec.classifier, spec.body_stages[-1]])
-    last = sum(p.numel() for p in model.get_submodule(spec.body_stages[-1]).parameters())
-    assert count_params(model, trainable_only=True) == head.in_features * 5 + 5 + last
+    freeze(model, "head")  # the arch-independent name of the same module
+    assert count_params(model, trainable_only=True) == head.in_features * 5 + 5
+    names = resolve_trainable(model, "last_stage")
+    assert len(names) >= 2 and any(spec.classifier == n or spec.classifier.startswith(n + ".") for n in names)
+    freeze(model, "last_stage")
+    expected = sum(p.numel() for n in names for p in model.get_submodule(n).parameters())
+    assert count_params(model, trainable_only=True) == expected > head.in_features * 5 + 5
 
 
 def test_unknown_arch_error_lists_choices():

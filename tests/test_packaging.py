@@ -3,6 +3,8 @@ run records and the README results table."""
 
 from __future__ import annotations
 
+import pytest
+
 import importlib.util
 import json
 import re
@@ -118,6 +120,7 @@ def test_environment_yml_matches_pyproject():
         f"environment.yml pip packages not meant for pip: {sorted(set(pip) - pip_expected)}"
 
 
+@pytest.mark.slow
 def test_console_script_and_module_entry():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["prodvision"] == "prodvision.cli:main"
@@ -126,6 +129,7 @@ def test_console_script_and_module_entry():
         assert cmd in out.stdout
 
 
+@pytest.mark.slow
 def test_import_has_no_side_effects():
     code = ("import torch; s = torch.initial_seed(); import prodvision, prodvision.models, prodvision.train, "
             "prodvision.data, prodvision.explain, prodvision.serve; "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import io
 import re
 import time
@@ -11,6 +13,7 @@ import prodvision
 from prodvision.progress import REFRESH_S, progress_bar
 
 
+@pytest.mark.slow
 def test_progress_bar_refreshes_at_most_every_refresh_s():
     buf = io.StringIO()
     n, t0 = 0, time.perf_counter()

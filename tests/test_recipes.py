@@ -12,7 +12,6 @@ from prodvision.features import extract_features, feature_extractor, fit_linear_
 from prodvision.recipes import Recipe, get_or_train, prepare_data
 from prodvision.train import TrainConfig
 
-from test_cli import _catalog
 
 
 @pytest.fixture
@@ -21,8 +20,8 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def test_get_or_train_trains_once_then_reuses(tmp_path, rng, cache):
-    data = _catalog(tmp_path / "cat", rng)
+def test_get_or_train_trains_once_then_reuses(tmp_path, make_catalog, cache):
+    data = make_catalog(tmp_path / "cat")
     r = Recipe(name="tiny", arch="mini_resnet", data=str(data), size=16, in_chans=3, model_kwargs={"widths": (4, 8, 8)},
                train=TrainConfig(epochs=2, batch_size=8, lr=0.05, device="cpu", channels_last=False))
     first = get_or_train(r, progress=False)
@@ -36,8 +35,8 @@ def test_get_or_train_trains_once_then_reuses(tmp_path, rng, cache):
     assert len(list((cache / "recipes").iterdir())) == 2
 
 
-def test_get_or_train_is_reproducible_whatever_the_process_drew_before(tmp_path, rng, monkeypatch):
-    data = _catalog(tmp_path / "cat", rng)
+def test_get_or_train_is_reproducible_whatever_the_process_drew_before(tmp_path, make_catalog, monkeypatch):
+    data = make_catalog(tmp_path / "cat")
     r = Recipe(name="tiny", arch="mini_resnet", data=str(data), size=16, in_chans=3, model_kwargs={"widths": (4, 8, 8)},
                train=TrainConfig(epochs=1, batch_size=8, lr=0.05, device="cpu", seed=3))
     models = []
@@ -93,8 +92,15 @@ def test_feature_cache_hits_and_keys(tmp_path, tiny_model):
     assert len(list(tmp_path.iterdir())) == 2
     probe = fit_linear_probe(f1, y1)
     assert probe.predict(f1).shape == (20,)
+    class Opaque(torch.utils.data.Dataset):  # nothing to hash: refused rather than cached under a wrong key
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return torch.zeros(3, 8, 8), 0
+
     with pytest.raises(TypeError, match="fingerprint"):
-        extract_features(fx, TensorDataset(torch.zeros(2, 3, 8, 8), torch.zeros(2)), cache_dir=tmp_path)
+        extract_features(fx, Opaque(), cache_dir=tmp_path)
 
 
 def test_val_per_class_caps_validation():

@@ -123,6 +123,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_is_bit_exact(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(REPO / "tests")))

@@ -75,3 +75,66 @@ def test_batch_augment_all_ops_shapes_and_range():
     assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
     assert out.min() >= -1.0 and out.max() <= 1.0
     assert ((out == 0).all(1).flatten(1).any(1)).all()  # every image has an erased patch (erasing=1.0)
+
+
+# ---------------------------------------------------------------------------------------------- distributions
+def _both(augment: AugmentConfig, x: torch.Tensor, size: int):
+    """The same augmentation by BatchAugment (whole batch) and by torchvision's v2 pipeline (image by image);
+    outputs in 0..255 (identity normalisation) so they can be measured alike."""
+    common = dict(size=size, in_chans=x.shape[1], mean=(0.0,) * x.shape[1], std=(1 / 255,) * x.shape[1])
+    torch.manual_seed(0)
+    batched = BatchAugment(**common, augment=augment)(x)
+    per = train_transform(**common, augment=augment)
+    torch.manual_seed(1)
+    single = torch.stack([per(tv_tensors.Image(xi)) for xi in x])
+    return batched, single
+
+
+def test_batch_augment_flip_rate_matches_torchvision():
+    x = torch.zeros(2000, 1, 8, 8, dtype=torch.uint8)
+    x[:, :, :, :2] = 255  # a bar on the left: flipped images have it on the right
+    a, b = _both(AugmentConfig(hflip=0.3), x, 8)
+    rates = [float((o[:, 0, 0, -1] > 128).float().mean()) for o in (a, b)]
+    for r in rates:  # binomial(2000, 0.3): sd ~0.010
+        assert abs(r - 0.3) < 0.04, rates
+    assert abs(rates[0] - rates[1]) < 0.05
+
+
+def test_batch_augment_crop_area_matches_torchvision():
+    """RandomResizedCrop: read each crop's box from a coordinate image (x and y ramps in two channels)."""
+    n, s = 1500, 64
+    ramp = torch.linspace(0, 255, s).round().to(torch.uint8)
+    x = torch.stack([ramp.expand(s, s), ramp[:, None].expand(s, s), torch.zeros(s, s, dtype=torch.uint8)])
+    x = x.expand(n, 3, s, s).contiguous()
+    a, b = _both(AugmentConfig(hflip=0.0, scale=(0.5, 1.0)), x, 32)
+
+    def areas(out):
+        w = (out[:, 0].amax((1, 2)) - out[:, 0].amin((1, 2))) / 255
+        h = (out[:, 1].amax((1, 2)) - out[:, 1].amin((1, 2))) / 255
+        return (w * h).numpy()
+
+    ours, theirs = areas(a), areas(b)
+    for v in (ours, theirs):  # the requested range (the box edges are read ~one output pixel inside)
+        assert np.quantile(v, 0.01) > 0.4 and np.quantile(v, 0.99) <= 1.0
+    assert abs(ours.mean() - theirs.mean()) < 0.03 and abs(np.median(ours) - np.median(theirs)) < 0.04
+
+
+def test_batch_augment_rotation_range_matches_torchvision():
+    """The angle of a centred bar, from its second moments, is uniform in [-rotation, rotation] for both."""
+    n, s = 1500, 33
+    x = torch.zeros(n, 1, s, s, dtype=torch.uint8)
+    x[:, :, 15:18, 4:29] = 255  # a horizontal bar through the centre
+    a, b = _both(AugmentConfig(hflip=0.0, rotation=20, fill=0), x, s)
+    yy, xx = torch.meshgrid(torch.arange(s, dtype=torch.float32), torch.arange(s, dtype=torch.float32), indexing="ij")
+
+    def angles(out):
+        w = out[:, 0] / out[:, 0].sum((1, 2), keepdim=True)
+        mx, my = (w * xx).sum((1, 2), keepdim=True), (w * yy).sum((1, 2), keepdim=True)
+        mu20, mu02 = (w * (xx - mx) ** 2).sum((1, 2)), (w * (yy - my) ** 2).sum((1, 2))
+        mu11 = (w * (xx - mx) * (yy - my)).sum((1, 2))
+        return np.degrees(0.5 * torch.atan2(2 * mu11, mu20 - mu02).numpy())
+
+    ours, theirs = np.abs(angles(a)), np.abs(angles(b))  # the sign convention of "degrees" may differ: compare |angle|
+    for v in (ours, theirs):
+        assert v.max() < 21.5 and abs(v.mean() - 10) < 1.0  # |U(-20, 20)| has mean 10
+    assert abs(ours.mean() - theirs.mean()) < 1.0

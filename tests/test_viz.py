@@ -16,9 +16,7 @@ from prodvision.train import History
 
 @pytest.fixture
 def figdir(tmp_path, monkeypatch):
-    import prodvision.paths
-
-    monkeypatch.setattr(prodvision.paths, "figures_dir", lambda: tmp_path)
+    monkeypatch.setenv("PRODVISION_FIGURES", str(tmp_path))
     return tmp_path
 
 

@@ -1,17 +1,21 @@
-"""The data layer: one image loader, product datasets (Fashion-MNIST, the product-icon set, user catalogs), splits."""
+"""The data layer: one image loader, product datasets (Fashion-MNIST, the product-icon set, user catalogs), datasets
+by name (:func:`load_dataset`), splits and leak checks."""
 
+from ..config import ImageLimits
 from .catalog import CatalogDataset, ScanReport, Skipped, scan_files, scan_folder
 from .fashion import (
     FASHION_MNIST_CLASSES, FASHION_MNIST_GROUPS, ArrayDataset, DatasetChecksumError, DatasetNotFoundError,
     FashionMNIST, find_fashion_mnist, load_fashion_mnist,
 )
 from .icons import load_product_icons, product_icons_dir
-from .images import IMG_EXTENSIONS, ImageLimits, ImageLoadError, load_image, probe_image
+from .images import IMG_EXTENSIONS, ImageLoadError, load_image, probe_image
+from .sources import BUILTIN, Source, file_digest, fingerprint, load_dataset
 from .splits import Split, hamming_min, near_duplicates, phash, pixel_nearest, stratified_split
 
 __all__ = [
-    "ArrayDataset", "CatalogDataset", "DatasetChecksumError", "DatasetNotFoundError", "FASHION_MNIST_CLASSES",
+    "ArrayDataset", "BUILTIN", "CatalogDataset", "DatasetChecksumError", "DatasetNotFoundError", "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_GROUPS", "FashionMNIST", "IMG_EXTENSIONS", "ImageLimits", "ImageLoadError", "ScanReport", "Skipped",
-    "Split", "find_fashion_mnist", "hamming_min", "load_fashion_mnist", "load_image", "load_product_icons",
-    "near_duplicates", "phash", "pixel_nearest", "probe_image", "product_icons_dir", "scan_files", "scan_folder", "stratified_split",
+    "Source", "Split", "file_digest", "find_fashion_mnist", "fingerprint", "hamming_min", "load_dataset",
+    "load_fashion_mnist", "load_image", "load_product_icons", "near_duplicates", "phash", "pixel_nearest", "probe_image",
+    "product_icons_dir", "scan_files", "scan_folder", "stratified_split",
 ]

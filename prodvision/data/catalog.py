@@ -18,7 +18,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 from torch.utils.data import Dataset
 
-from .images import IMG_EXTENSIONS, ImageLimits, ImageLoadError, load_image
+from ..config import ImageLimits
+from ..errors import DataError, DataNotFoundError
+from ..progress import progress_bar
+from .images import IMG_EXTENSIONS, ImageLoadError, load_image
 
 __all__ = ["CatalogDataset", "Skipped", "ScanReport", "scan_folder", "scan_files"]
 
@@ -85,8 +88,6 @@ def scan_files(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL decoding releases the GIL
         results = pool.map(check, paths)
         if progress:
-            from ..progress import progress_bar
-
             results = progress_bar(results, total=len(paths), desc="scan", unit="img")
         report = ScanReport()
         for p, res in zip(paths, results):
@@ -98,7 +99,7 @@ def scan_folder(root: str | os.PathLike, *, limits: ImageLimits = ImageLimits(),
     """Check every file under ``root`` the way training loads it. Never modifies or deletes anything."""
     root = Path(root)
     if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a directory")
+        raise DataNotFoundError(f"{root}: not a directory")
     files, hidden = _walk(root)
     report = scan_files(files, limits=limits, progress=progress)
     report.refused = hidden + report.refused
@@ -181,11 +182,11 @@ class CatalogDataset(Dataset):
         """
         root = Path(root)
         if not root.is_dir():
-            raise NotADirectoryError(f"{root}: not a directory (expected one sub-folder per class)")
+            raise DataNotFoundError(f"{root}: not a directory (expected one sub-folder per class)")
         found = sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(Path(p.name)))
         classes = list(classes) if classes is not None else found
         if not classes:
-            raise FileNotFoundError(f"{root}: no class folders found (expected root/<class>/<image files>)")
+            raise DataError(f"{root}: no class folders found (expected root/<class>/<image files>)")
         files, skipped = _walk(root)
         candidates = []
         for f in files:
@@ -226,15 +227,17 @@ class CatalogDataset(Dataset):
         csv_path = Path(csv_path)
         base = Path(root) if root is not None else csv_path.parent
         rows, skipped = [], []
+        if not csv_path.is_file():
+            raise DataNotFoundError(f"{csv_path}: no such CSV manifest")
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
             if header is None:
-                raise ValueError(f"{csv_path}: the manifest is empty")
+                raise DataError(f"{csv_path}: the manifest is empty")
             header = [h.strip() for h in header]
             for col in (path_col, label_col):
                 if col not in header:
-                    raise ValueError(f"{csv_path}: no column {col!r}; the header has {header}")
+                    raise DataError(f"{csv_path}: no column {col!r}; the header has {header}")
             ip, il = header.index(path_col), header.index(label_col)
             for lineno, row in enumerate(reader, start=2):
                 if not row:
@@ -258,7 +261,7 @@ class CatalogDataset(Dataset):
             else:
                 candidates.append((p, classes.index(lab)))
         if not candidates and not skipped:
-            raise ValueError(f"{csv_path}: the manifest has a header but no rows")
+            raise DataError(f"{csv_path}: the manifest has a header but no rows")
         samples, skipped = cls._verify(candidates, skipped, verify, limits)
         return cls(samples, classes, transform=transform, mode=mode, limits=limits, skipped=skipped, root=str(base))
 

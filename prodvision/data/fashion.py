@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import DataNotFoundError, ProdvisionError
 from ..paths import repo_root
+from ..transforms import is_batchable
 
 __all__ = [
     "FASHION_MNIST_CLASSES", "FASHION_MNIST_GROUPS", "ArrayDataset", "FashionMNIST", "DatasetNotFoundError",
@@ -59,11 +61,11 @@ HOW_TO_GET = (
 )
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(DataNotFoundError):
     """No source of a dataset was found; the message says how to get it."""
 
 
-class DatasetChecksumError(ValueError):
+class DatasetChecksumError(ProdvisionError, ValueError):
     """A dataset file is present but its content does not match the published checksum."""
 
 
@@ -95,8 +97,6 @@ class ArrayDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> list:
         """A whole batch at once (DataLoader uses this): batchable transforms run once on ``(B, C, H, W)``."""
-        from ..transforms import is_batchable
-
         if self.transform is None or not is_batchable(self.transform):
             return [self[i] for i in indices]
         from torchvision import tv_tensors

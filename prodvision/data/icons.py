@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 from typing import Callable
 
+from ..errors import DataNotFoundError
 from ..paths import repo_root
 from .catalog import CatalogDataset
 
@@ -17,7 +18,7 @@ def product_icons_dir() -> Path:
     root = repo_root()
     folder = root / "data" / "product-icons" if root else None
     if folder is None or not folder.is_dir():
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             "data/product-icons/ was not found: the product-icon set ships with the prodvision repository; "
             "run from inside a checkout (git clone ...) or pass the folder to CatalogDataset.from_folder()."
         )

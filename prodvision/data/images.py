@@ -12,40 +12,37 @@ What it guarantees:
 * Decompression bombs, absurd sizes and absurd aspect ratios are refused from the header, *before* decoding.
 * Zero-byte, truncated and non-image files are refused with :class:`ImageLoadError`, which names the file
   and carries a machine-readable ``code``.
+
+A caller that will shrink the image anyway (the HTTP service feeds a 224 px model) can pass ``max_decode_side``: a
+JPEG is then decoded at 1/2, 1/4 or 1/8 scale by the decoder itself (``Image.draft``), other formats are reduced by
+an integer factor right after decoding, so the full-size buffer is freed at once. :func:`decoded_nbytes` estimates,
+from the header alone, how much memory such a load takes (the service reserves it before decoding).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMG_EXTENSIONS", "ImageLimits", "ImageLoadError", "load_image", "probe_image"]
+from ..config import ImageLimits
+from ..errors import ProdvisionError
+
+__all__ = ["IMG_EXTENSIONS", "ImageLimits", "ImageLoadError", "decoded_nbytes", "load_image", "probe_image"]
 
 #: File extensions treated as images by the dataset loaders (lower case, with the dot).
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 
 
-@dataclass(frozen=True)
-class ImageLimits:
-    """What :func:`load_image` accepts. Checked from the header, before any pixel is decoded."""
-
-    max_bytes: int = 50 * 1024 * 1024  # a 50 MB file is already far beyond any catalog photo
-    max_pixels: int = 50_000_000  # ~7000 x 7000; a decoded RGB image of this size is 150 MB
-    max_side: int = 20_000  # longest side in pixels
-    min_side: int = 1  # raise to refuse thumbnails/tracking pixels
-    max_aspect: float = 20.0  # longest side / shortest side; banners and strips are not product photos
-
-
-class ImageLoadError(ValueError):
+class ImageLoadError(ProdvisionError, ValueError):
     """An image file was refused. ``code`` is one of :attr:`CODES`; ``str(err)`` names the file and the reason."""
 
     CODES = ("missing", "empty", "too_large", "not_image", "decompression_bomb", "bad_size", "truncated", "unreadable")
@@ -80,12 +77,28 @@ def _read_bytes(source: ImageSource, name: str, limits: ImageLimits) -> bytes:
     return data
 
 
+_PILLOW_LIMIT = threading.Lock()
+
+
+def _open_header(data: bytes) -> Image.Image:
+    """``Image.open`` with Pillow's own pixel limit lifted: our limits (checked right after, from the same header)
+    replace it, so ``max_pixels`` above Pillow's default (~179 Mpx) works. The lock keeps threads from racing on the
+    module-level setting; it is restored at once."""
+    with _PILLOW_LIMIT:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
 def _open_checked(data: bytes, name: str, limits: ImageLimits) -> Image.Image:
     """Open the header only and refuse bad sizes before decoding."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = _open_header(data)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageLoadError(name, "decompression_bomb", f"refused before decoding: {e}") from None
     except UnidentifiedImageError:
@@ -134,8 +147,70 @@ def _to_rgb_or_l(im: Image.Image, mode: str) -> Image.Image:
     return im
 
 
+def _bytes_per_pixel(mode: str) -> int:
+    """What Pillow allocates per pixel of ``mode``: 1 byte for 1/L/P, 2 for 16-bit, else 4 (RGB is stored as RGBX)."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _draft_size(size: tuple[int, int], max_decode_side: int) -> tuple[int, int]:
+    """The size to ask ``Image.draft`` for: its scale (1, 2, 4 or 8) then keeps the longest side >= the target."""
+    w, h = size
+    longest = max(w, h)
+    if longest <= max_decode_side:
+        return size
+    return max(1, w * max_decode_side // longest), max(1, h * max_decode_side // longest)
+
+
+def _reduce_factor(size: tuple[int, int], max_decode_side: int | None) -> int:
+    """The integer factor that shrinks ``size`` as far as possible with its longest side staying >= the target."""
+    return 1 if max_decode_side is None else max(1, max(size) // max_decode_side)
+
+
+#: Modes whose pixels cannot be box-averaged as stored (palette indices, bits, 16-bit): converted before reducing.
+_CONVERT_BEFORE_REDUCE = ("1", "P", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _check_decode_side(max_decode_side: int | None) -> None:
+    if max_decode_side is not None and (not isinstance(max_decode_side, int) or max_decode_side < 1):
+        raise ValueError(f"max_decode_side must be a positive int or None, not {max_decode_side!r}")
+
+
+def decoded_nbytes(source: ImageSource, *, limits: ImageLimits = ImageLimits(), name: str | None = None,
+                   max_decode_side: int | None = None) -> int:
+    """Estimate, from the header only, the peak memory in bytes of ``load_image(source, max_decode_side=...)``.
+
+    That is the decoded buffer (``w * h`` times what Pillow stores per pixel of the file's mode: 4 bytes for RGB,
+    which Pillow pads to RGBX; at the reduced JPEG draft size when ``max_decode_side`` allows one) plus the RGB
+    result (after the reduction). Conversion temporaries of exotic modes (palette with transparency, 16-bit) are
+    not counted: this sizes admission control, it is not an exact bound.
+
+    Args:
+        source: a path, raw bytes or a binary file object (a file object is read; pass bytes to reuse them).
+        limits, name: as for :func:`load_image`; the same header checks run.
+        max_decode_side: as for :func:`load_image`.
+
+    Raises:
+        ImageLoadError: the header is refused (the same errors :func:`load_image` raises before decoding).
+    """
+    _check_decode_side(max_decode_side)
+    if name is None:
+        name = str(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<upload>")
+    im = _open_checked(_read_bytes(source, name, limits), name, limits)
+    if max_decode_side is not None and max(im.size) > max_decode_side:
+        im.draft(im.mode, _draft_size(im.size, max_decode_side))  # JPEG: sets the decode scale; others: no-op
+    w, h = im.size
+    f = _reduce_factor(im.size, max_decode_side)
+    full = w * h * _bytes_per_pixel(im.mode)
+    if f >= 2 and im.mode in _CONVERT_BEFORE_REDUCE:
+        full += w * h * 8  # converted at full size (RGBA, then composited) before the reduction
+    return full + -(-w // f) * -(-h // f) * 4
+
+
 def load_image(
-    source: ImageSource, *, mode: str = "RGB", limits: ImageLimits = ImageLimits(), name: str | None = None
+    source: ImageSource, *, mode: str = "RGB", limits: ImageLimits = ImageLimits(), name: str | None = None,
+    max_decode_side: int | None = None,
 ) -> Image.Image:
     """Load one image safely and consistently.
 
@@ -144,6 +219,11 @@ def load_image(
         mode: ``"RGB"`` (3 channels) or ``"L"`` (greyscale).
         limits: sizes refused before decoding.
         name: how the file is named in errors (defaults to the path, or ``"<upload>"``).
+        max_decode_side: for a caller that will shrink the image: the longest side it needs, at least. None (the
+            default) decodes at full size. Otherwise a JPEG is decoded at 1/2, 1/4 or 1/8 scale (``Image.draft``)
+            and any image whose longest side is still >= 2x this is reduced by an integer factor (box filter) right
+            after decoding, freeing the full-size buffer; the result's longest side stays >= ``max_decode_side``
+            (an image already smaller is returned exactly as with None).
 
     Returns:
         A fully decoded ``PIL.Image.Image`` in ``mode``, EXIF orientation applied, uint8 per channel.
@@ -151,17 +231,28 @@ def load_image(
     Raises:
         ImageLoadError: the file is missing, empty, too large, not an image, a decompression bomb, of an
             absurd size or aspect ratio, truncated or otherwise undecodable. The message names the file.
+        ValueError: ``mode`` is not RGB/L, or ``max_decode_side`` is not a positive int.
     """
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', not {mode!r}")
+    _check_decode_side(max_decode_side)
     if name is None:
         name = str(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "<upload>")
     data = _read_bytes(source, name, limits)
     im = _open_checked(data, name, limits)
     try:
         im.seek(0)  # first frame of animated GIF/WebP/TIFF
+        if max_decode_side is not None and max(im.size) > max_decode_side:
+            im.draft(im.mode, _draft_size(im.size, max_decode_side))  # JPEG: decoded at 1/2-1/8 scale; others: no-op
         im.load()
-        im = ImageOps.exif_transpose(im)
+        factor = _reduce_factor(im.size, max_decode_side)
+        if factor >= 2:
+            ImageOps.exif_transpose(im, in_place=True)  # no full-size copy
+            if im.mode in _CONVERT_BEFORE_REDUCE:
+                im = _to_rgb_or_l(im, mode)
+            im = im.reduce(factor)  # the full-size buffer goes with the last reference to the decoded image
+        else:
+            im = ImageOps.exif_transpose(im)
         return _to_rgb_or_l(im, mode)
     except Image.DecompressionBombError as e:
         raise ImageLoadError(name, "decompression_bomb", str(e)) from None

@@ -1,0 +1,84 @@
+"""The one on-disk cache helper: a key from what identifies a result, atomic writes, a DONE marker per folder.
+
+Trained models (:mod:`prodvision.recipes`), frozen features (:mod:`prodvision.features`) and the course's saved
+predictions (:mod:`prodvision.course`) all use it. A result is stored under ``<cache>/<kind>/<name>-<key>``; a
+folder counts as complete only once ``DONE`` is written, and every file is written to a temporary name first and
+renamed into place, so a killed process never leaves a half-written result that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, BinaryIO
+
+from .paths import cache_dir
+
+__all__ = ["make_key", "entry", "is_done", "mark_done", "atomic_write", "atomic_write_text", "clear"]
+
+DONE = "DONE"
+
+
+def make_key(ident: Any, length: int = 16) -> str:
+    """A short hex digest of ``ident`` (anything JSON can encode, dict keys sorted): equal idents, equal keys."""
+    text = json.dumps(ident, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def entry(kind: str, name: str, key: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of one cached result: ``<root or $PRODVISION_CACHE or runs/cache>/<kind>/<name>-<key>``."""
+    return Path(root if root is not None else cache_dir()) / kind / f"{name}-{key}"
+
+
+def is_done(folder: str | os.PathLike) -> bool:
+    return (Path(folder) / DONE).is_file()
+
+
+def mark_done(folder: str | os.PathLike) -> None:
+    """Declare ``folder`` complete (written last, after every file of the result)."""
+    atomic_write_text(Path(folder) / DONE, "ok\n")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(fh)`` on a temporary file next to ``path``, fsync it and rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give them the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it (and put it back at once)
+    os.umask(mask)
+    return mask
+
+
+def clear(kind: str, root: str | os.PathLike | None = None) -> None:
+    """Delete every cached result of one kind (e.g. ``"recipes"``)."""
+    shutil.rmtree(Path(root if root is not None else cache_dir()) / kind, ignore_errors=True)
