@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Claim", "ClaimError", "claim", "wilson_interval"]
+__all__ = ["Claim", "ClaimError", "claim", "wilson_interval", "mean_interval"]
 
 _OPS = (">", ">=", "<", "<=", "within")
 _ONS = ("interval", "estimate")
@@ -192,6 +192,15 @@ def claim(statement: str, a: Any, b: Any = None, *, op: str = ">", value: float 
     if check and not result.holds:
         raise ClaimError(result.report())
     return result
+
+
+def mean_interval(values: Any, *, confidence: float = 0.95, n_boot: int = 10_000,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of per-item values ``(N,)`` (or ``(R, N)`` runs x items): a bootstrap percentile interval
+    (hierarchical over runs when 2-D), the same one :func:`claim` reports -- for tables of numbers with intervals."""
+    c = claim("mean", values, op=">", value=-np.inf, confidence=confidence, n_boot=n_boot, seed=seed, quiet=True,
+              check=False)
+    return c.estimate, c.low, c.high
 
 
 def _check_confidence(confidence: float) -> None:

@@ -18,24 +18,26 @@ __all__ = ["out_of_fold_probabilities", "find_label_issues", "flip_labels", "pre
 
 
 def out_of_fold_probabilities(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0,
-                              C: float = 1.0, max_iter: int = 1000) -> np.ndarray:
+                              groups: np.ndarray | None = None, C: float = 1.0, max_iter: int = 1000) -> np.ndarray:
     """Predicted class probabilities for every item from a linear model trained on the *other* folds.
 
     Args:
         features: ``(N, D)`` float features (e.g. frozen ImageNet features or HOG).
         labels: ``(N,)`` int given labels (possibly noisy).
+        groups: ``(N,)`` group ids (e.g. variants of one source image) kept in one fold.
 
     Returns:
-        float ``(N, K)`` probabilities; row i comes from a model that never saw item i.
+        float ``(N, K)`` probabilities; row i comes from a model that never saw item i (nor its group).
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
-    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return cross_val_predict(model, features, labels, cv=cv, method="predict_proba")
+    cv = (StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed) if groups is None
+          else StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed))
+    return cross_val_predict(model, features, labels, cv=cv, groups=groups, method="predict_proba")
 
 
 def find_label_issues(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

@@ -20,17 +20,24 @@ import json
 import sys
 from pathlib import Path
 
-from .config import PHOTO_SIZE, AugmentConfig, TrainConfig
+from .config import (FINETUNE_MODES, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, AugmentConfig, TrainConfig, default_batch_size,
+                     finetune_defaults)
 from .errors import ConfigError, ProdvisionError
 
 __all__ = ["main", "build_parser"]
 
 _T = TrainConfig()
-FINETUNE_MODES = ("probe", "last_stage", "full")  # prodvision.recipes.FINETUNE_MODES (checked by a test)
+_FT, _LS = finetune_defaults("full"), finetune_defaults("last_stage")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Show every default in --help and keep the description's line breaks."""
+    """Show every default in --help and keep the description's line breaks. A flag whose default is computed
+    (None here) states its default in its own help text, so "(default: None)" is not appended to it."""
+
+    def _get_help_string(self, action):
+        if action.default is None or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -68,9 +75,9 @@ def _report_skipped(skipped, what: str) -> None:
 # ---------------------------------------------------------------------------------------------- train
 def _recipe_from_args(args):
     """The recipe the flags describe. Unset flags take the dataclasses' defaults, or -- when fine-tuning pretrained
-    weights -- the transfer defaults of ``prodvision.recipes.finetune_defaults``."""
+    weights -- the transfer defaults of ``prodvision.config.finetune_defaults``."""
     from .models import get_arch
-    from .recipes import Recipe, default_batch_size, finetune_defaults
+    from .recipes import Recipe
 
     spec = get_arch(args.arch)
     size = args.size or spec.input.size
@@ -80,8 +87,8 @@ def _recipe_from_args(args):
                                             "label_smoothing", "body_lr_mult") if getattr(args, k) is not None}
     batch = args.batch_size or default_batch_size(size)
     deterministic = {"auto": None, "on": True, "off": False}[args.deterministic]
-    cfg = TrainConfig(**{**base, **given, "batch_size": batch, "seed": args.seed, "device": args.device,
-                         "num_workers": args.num_workers, "deterministic": deterministic})
+    cfg = TrainConfig(**{**base, **given, "batch_size": batch, "micro_batch": args.micro_batch, "seed": args.seed,
+                         "device": args.device, "num_workers": args.num_workers, "deterministic": deterministic})
     augment = _augment(args.augment, size)
     trainable = tuple(args.trainable) if args.trainable else None
     return Recipe(name=Path(args.out).name, arch=args.arch, data=args.data, size=args.size, in_chans=args.in_chans,
@@ -190,59 +197,69 @@ def build_parser() -> argparse.ArgumentParser:
                            "Fine-tuning pretrained weights (--weights imagenet) starts from a linear probe's head (LP-FT)\n"
                            "and, unless you set them, uses transfer defaults: AdamW, a small learning rate, a cosine\n"
                            "schedule and a batch size that fits the input size. Frozen layers keep their BatchNorm\n"
-                           "statistics. Flags left at None take those defaults (or TrainConfig's)."))
+                           "statistics. Each flag's help gives its default, and the default with --weights where it differs."))
     t.add_argument("--data", default="fashion-mnist",
                    help="fashion-mnist, cifar10, product-icons, an image folder (one sub-folder per class) or a CSV")
     t.add_argument("--arch", default="mini_resnet",
                    help="a key of prodvision.models.ARCHS, e.g. mini_resnet, resnet18, tf_efficientnet_lite0 "
                         "(an unknown name lists them all)")
     t.add_argument("--out", required=True, help="run folder: recipe.json, split.json, history.json, best.pt, last.pt")
-    t.add_argument("--weights", default=None, help="imagenet, or a prodvision checkpoint to start from")
+    t.add_argument("--weights", default=None,
+                   help="imagenet, or a prodvision checkpoint to start from (default: none, random initialisation)")
     t.add_argument("--finetune", default=None, choices=FINETUNE_MODES,
                    help="with --weights: probe = linear probe on frozen features; last_stage = probe head, then the "
                         "last stage + head on cached activations; full = probe head, then everything (default)")
-    t.add_argument("--epochs", type=int, default=None, help=f"passes over the training set (default {_T.epochs})")
+    for flag, key, kind, what in (("--epochs", "epochs", int, "passes over the training set"),
+                                  ("--lr", "lr", float, "peak learning rate")):
+        t.add_argument(flag, type=kind, default=None,
+                       help=f"{what} (default {getattr(_T, key)}; with --weights: {_FT[key]:g} full, "
+                            f"{_LS[key]:g} last_stage)")
     t.add_argument("--batch-size", type=int, default=None,
-                   help="default by input size: 256 up to 32 px, 128 to 64, 64 to 128, 32 above")
-    t.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {_T.lr}; transfer: smaller)")
-    t.add_argument("--optimizer", default=None, choices=["sgd", "adamw"], help=f"default {_T.optimizer}")
-    t.add_argument("--schedule", default=None, choices=["onecycle", "cosine", "cosine_restarts", "constant"],
-                   help=f"default {_T.schedule}")
-    t.add_argument("--weight-decay", type=float, default=None, help=f"default {_T.weight_decay}")
-    t.add_argument("--label-smoothing", type=float, default=None, help=f"default {_T.label_smoothing}")
-    t.add_argument("--body-lr-mult", type=float, default=None, help="body lr = lr x this (discriminative LRs)")
+                   help="default by input size: " + ", ".join(f"{default_batch_size(s)} at {s} px"
+                                                              for s in (28, 64, 128, 224)))
+    t.add_argument("--micro-batch", type=int, default=None,
+                   help="process each batch in chunks of this many images (same update, less memory; BatchNorm "
+                        "then normalises per chunk; default: the whole batch at once)")
+    for flag, key, choices in (("--optimizer", "optimizer", OPTIMIZERS), ("--schedule", "schedule", SCHEDULES),
+                               ("--weight-decay", "weight_decay", None), ("--label-smoothing", "label_smoothing", None)):
+        t.add_argument(flag, default=None, choices=choices, type=float if choices is None else str,
+                       help=f"default {getattr(_T, key)}; with --weights: {_FT[key]}")
+    t.add_argument("--body-lr-mult", type=float, default=None,
+                   help=f"body lr = lr x this, discriminative LRs (default {_T.body_lr_mult})")
     t.add_argument("--size", type=int, default=None, help="input side in px (default: the arch's)")
-    t.add_argument("--in-chans", type=int, default=None, choices=[1, 3])
+    t.add_argument("--in-chans", type=int, default=None, choices=[1, 3], help="input channels (default: the arch's)")
     t.add_argument("--trainable", nargs="+", default=None, metavar="MODULE",
-                   help="freeze all but these: head, last_stage, or module names such as layer4 fc")
+                   help="freeze all but these: head, last_stage, or module names such as layer4 fc (default: "
+                        "everything trains, or what --finetune says)")
     t.add_argument("--augment", default="auto", choices=["auto", "none", "flip", "shift", "photo"],
                    help="auto = photo (flip + random resized crop) from 96 px, else flip")
     t.add_argument("--deterministic", default="auto", choices=["auto", "on", "off"],
                    help="on: bit-identical runs and exact resume, up to ~2x slower; auto: on for small images "
                         f"(< {PHOTO_SIZE} px) on CPU, off (fast) for photo-size fine-tuning and on GPU")
-    t.add_argument("--labels-per-class", type=int, default=None, help="train on this many images per class (None: all)")
-    t.add_argument("--val-per-class", type=int, default=None, help="validate on this many per class (None: all)")
+    t.add_argument("--labels-per-class", type=int, default=None, help="train on this many images per class (default: all)")
+    t.add_argument("--val-per-class", type=int, default=None, help="validate on this many per class (default: all)")
     t.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation")
     t.add_argument("--split-seed", type=int, default=0, help="the train/val/test split")
     t.add_argument("--target-precision", type=float, default=0.95,
                    help="predictions below the confidence that gives this precision on validation are 'unsure'")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    t.add_argument("--num-workers", type=int, default=0)
+    t.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes (0: in this process)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has last.pt")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="score a checkpoint on held-out images, with a report", formatter_class=_Help)
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a .pt checkpoint written by prodvision train (its run folder holds the split)")
     e.add_argument("--data", default=None, help="default: the data the checkpoint was trained on")
     e.add_argument("--split", default="test", choices=["test", "val", "all"],
                    help="test/val: that part of the training run's split; all: every image of --data")
     e.add_argument("--allow-overlap", action="store_true",
                    help="score images the model was trained on too (refused by default: it inflates accuracy)")
     e.add_argument("--out", default=None, metavar="DIR",
-                   help="also write confusion_matrix.png, per_class.csv, top_losses.png, reliability.png, summary.json")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--json", action="store_true")
+                   help="also write confusion_matrix.png, per_class.csv, top_losses.png, reliability.png, summary.json "
+                        "(default: print only)")
+    e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=_cmd_evaluate)
 
     from . import cli_deploy  # export / predict / cam / serve

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "AugmentConfig", "TrainConfig", "ImageLimits", "ServeConfig",
-           "CAM_METHODS", "PHOTO_SIZE"]
+           "CAM_METHODS", "PHOTO_SIZE", "FINETUNE_MODES", "finetune_defaults", "default_batch_size"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,6 +87,9 @@ class AugmentConfig(_Dict):
     contrast: float = 0.0
     erasing: float = 0.0  # probability of RandomErasing (occlusion), 0 = off
     fill: int = 0  # background value for rotation corners: 0 for Fashion-MNIST (black), 255 for white catalog shots
+    # probability of replacing a white catalog background with a patch of a real photo (prodvision.data.backgrounds,
+    # "train" pool), so a model trained on studio shots learns to ignore cluttered backgrounds; image files only
+    background: float = 0.0
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -99,6 +102,10 @@ class TrainConfig(_Dict):
 
     epochs: int = 5  # passes over the training set
     batch_size: int = 256  # global batch; each of N DDP ranks takes batch_size // N (photos: see default_batch_size)
+    # Split each batch into chunks of this many images whose gradients are summed before the step: the same update
+    # at a fraction of the activation memory (benchmarks/bench_finetune.py measures it); BatchNorm then normalises
+    # over each chunk. None = the whole batch at once.
+    micro_batch: int | None = None
     optimizer: str = "sgd"  # "sgd" (momentum, Nesterov) or "adamw"
     lr: float = 0.1  # peak learning rate (for the head when body_lr_mult != 1)
     body_lr_mult: float = 1.0  # body lr = lr * body_lr_mult: discriminative learning rates for fine-tuning
@@ -123,8 +130,14 @@ class TrainConfig(_Dict):
     # NHWC memory format: faster convolutions on CPU (oneDNN) and tensor cores on GPU, but oneDNN's NHWC backward is not
     # bit-reproducible for every layer shape, so None = on exactly when training is not deterministic
     channels_last: bool | None = None
+    # Fine-tuning pretrained weights on a few hundred images: True keeps every BatchNorm layer on its pretrained
+    # running statistics (eval mode) while its scale and shift still train, so batches of a small, augmented
+    # dataset do not shift the features a linear-probe head was fitted on. Frozen layers' BatchNorm is always kept.
+    freeze_bn_stats: bool = False
     early_stopping: int | None = None  # stop after this many epochs without val improvement, None = off
-    monitor: str = "val_acc"  # metric for best-checkpoint selection and early stopping (higher is better)
+    # metric for best-checkpoint selection and early stopping (higher is better); "epoch" keeps the last epoch, so
+    # that validation can be reported alongside the test set without having chosen anything
+    monitor: str = "val_acc"
     eval_batch_size: int = 512  # batch size for validation
     tensorboard: bool = False  # also log scalars to <out_dir>/tb (needs the tensorboard package)
 
@@ -140,6 +153,7 @@ class TrainConfig(_Dict):
         _check(0 <= self.label_smoothing < 1 and self.mixup >= 0 and self.cutmix >= 0,
                "label_smoothing must be in [0, 1) and mixup/cutmix alphas >= 0")
         _check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        _check(self.micro_batch is None or self.micro_batch >= 1, f"micro_batch must be >= 1, got {self.micro_batch}")
 
 
 #: Settings that change how fast or where training runs, never the trained model: not part of a recipe's cache key,
@@ -187,3 +201,25 @@ class ServeConfig(_Dict):
 
     def limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.max_body, max_pixels=self.max_pixels, max_side=self.max_side)
+
+
+#: Ways to use pretrained weights: a linear probe on frozen features; LP-FT of the last stage (from cached trunk
+#: activations) or of the whole network. Both fine-tunes start from the probe's head (Kumar et al., 2022).
+FINETUNE_MODES = ("probe", "last_stage", "full")
+
+
+def finetune_defaults(mode: str) -> dict[str, Any]:
+    """TrainConfig settings that suit fine-tuning pretrained weights from a probe's head (LP-FT): AdamW at a small
+    learning rate with a cosine decay, so the pretrained features move little; the last stage alone can take a
+    larger one. Used by ``prodvision train --weights ...`` for every flag the user leaves unset."""
+    if mode not in FINETUNE_MODES:
+        raise ConfigError(f"unknown finetune mode {mode!r}; choose from {list(FINETUNE_MODES)}")
+    common = dict(optimizer="adamw", schedule="cosine", weight_decay=0.05, label_smoothing=0.1, freeze_bn_stats=True)
+    return {"probe": dict(epochs=1), "last_stage": dict(common, epochs=15, lr=3e-4),
+            "full": dict(common, epochs=6, lr=5e-5)}[mode]
+
+
+def default_batch_size(size: int) -> int:
+    """A training batch that fits a laptop at this input size: activation memory grows with batch x size^2, and
+    ``benchmarks/bench_finetune.py`` measures the peak at 224 px (bs 16 and 32)."""
+    return 256 if size <= 32 else 128 if size <= 64 else 64 if size <= 128 else 32 if size < 160 else 16

@@ -26,34 +26,33 @@ from .paths import cache_dir
 from .recipes import Recipe, get_or_train, prepare_data
 
 __all__ = ["ROLES", "default_recipe", "register", "recipe", "recipe_from_dict", "logits", "icon_features",
-           "icons_probe_model"]
+           "icons_probe_model", "model", "describe"]
 
-# Fashion-MNIST at a 5-8 epoch CPU budget: flips only and no label smoothing beat stronger regularisation
+# Fashion-MNIST at an 8-epoch CPU budget: flips only and no label smoothing beat stronger regularisation
 # (at 5 epochs, flip + translate + label smoothing 0.1 gave 90.0% test vs 92.0-92.2% for this setting, same time).
 _FMNIST_AUG = AugmentConfig(hflip=0.5)
-# The two long Fashion-MNIST trainings run in NHWC (channels_last) while keeping deterministic algorithms on: on this
-# 2-core CPU, fit trains the (24, 48, 96) MiniResNet at 1,020 img/s instead of 870 in NCHW (a bare SGD step: 1,230 vs
-# 815 img/s) and the MiniVGG ~1.1x faster.
-# oneDNN does not promise a bit-reproducible NHWC backward in general (it varies run to run for tiny channel counts,
-# so fit's default stays NCHW on CPU); for these two recipes tests/test_course.py checks that it is.
+# The two long Fashion-MNIST trainings run in NHWC (channels_last) while keeping deterministic algorithms on: faster
+# than NCHW on CPU, and for these two recipes' layer shapes still bit-reproducible (tests/test_course.py checks it;
+# oneDNN does not promise that for every shape, so fit's default for small images stays NCHW).
 _NHWC = dict(channels_last=True, deterministic=True)
 _ICON_AUG = AugmentConfig(hflip=0.5, scale=(0.6, 1.0), fill=255)  # white catalog background
+_MAIN_TRAIN = dict(epochs=8, batch_size=256, lr=0.2, **_NHWC)  # one-cycle SGD; the same budget for both networks
 # role -> (recipe name, arch, data, weights, size, in_chans, model kwargs, augmentation, TrainConfig defaults)
 _DEFAULTS: dict[str, dict[str, Any]] = {
+    # the course's main model: MiniResNet, chosen on validation (scripts/explore_recipes.py)
     "main": dict(name="fmnist_mini_resnet", arch="mini_resnet", widths=(24, 48, 96), augment=_FMNIST_AUG,
-                 train=dict(epochs=8, batch_size=256, lr=0.2, **_NHWC)),
-    # cosine restarts, one cycle per epoch: its end-of-cycle snapshots make the snapshot ensemble of notebook 07;
-    # half of the training images (2,700 per class) to fit the CPU budget (1,500 per class gave 81.6% val, not 87.3%)
+                 train=_MAIN_TRAIN),
+    # a VGG-style network at the same budget: the same data, epochs and optimiser, widths chosen so one epoch
+    # takes about as long as the MiniResNet's; notebook 03 compares the two, notebook 07 ensembles them
     "vgg": dict(name="fmnist_mini_vgg", arch="mini_vgg", widths=(16, 32, 64), augment=_FMNIST_AUG,
-                labels_per_class=2700,
-                train=dict(epochs=2, batch_size=256, lr=0.2, schedule="cosine_restarts", cycles=2, **_NHWC)),
-    # EfficientNet-Lite0 ImageNet weights, fully fine-tuned with the body at 1/10 of the head's learning rate
-    "icons_lite0": dict(name="icons_lite0_full", arch="tf_efficientnet_lite0", data="product-icons",
-                        weights="imagenet", size=96, augment=_ICON_AUG,
-                        train=dict(epochs=4, batch_size=32, lr=0.01, body_lr_mult=0.1, head="classifier",
-                                   label_smoothing=0.1)),
+                train=_MAIN_TRAIN),
+    # EfficientNet-Lite0 ImageNet weights on the icons at 160 px: LP-FT of the whole network
+    "icons_lite0": dict(name="icons_lite0", arch="tf_efficientnet_lite0", data="product-icons",
+                        weights="imagenet", size=160, augment=_ICON_AUG, finetune="full",
+                        train=dict(epochs=8, batch_size=32, optimizer="adamw", lr=2e-4, schedule="cosine",
+                                   weight_decay=0.05, label_smoothing=0.1)),
     # MiniResNet from scratch on the icons at 64 px
-    "icons_resnet": dict(name="icons_scratch_curve", arch="mini_resnet", data="product-icons", size=64, in_chans=3,
+    "icons_resnet": dict(name="icons_scratch", arch="mini_resnet", data="product-icons", size=64, in_chans=3,
                          widths=(16, 32, 64), augment=_ICON_AUG,
                          train=dict(epochs=8, batch_size=32, lr=0.05, label_smoothing=0.1)),
 }
@@ -96,7 +95,7 @@ def default_recipe(role: str, *, epochs: int | None = None, widths: tuple[int, .
     lpc = d.get("labels_per_class") if labels_per_class is _DEFAULT else labels_per_class
     return Recipe(name=d["name"], arch=d["arch"], data=d.get("data", "fashion-mnist"), weights=d.get("weights"),
                   size=size or d.get("size"), in_chans=d.get("in_chans"), model_kwargs=kwargs,
-                  augment=augment or d["augment"], labels_per_class=lpc, train=cfg)
+                  augment=augment or d["augment"], labels_per_class=lpc, train=cfg, finetune=d.get("finetune"))
 
 
 def _registry() -> Path:
@@ -123,6 +122,34 @@ def recipe(role: str, *, device: str = "auto") -> Recipe:
     if role in reg:
         return Recipe.from_dict(reg[role])
     return default_recipe(role, device=device)
+
+
+_TRAINED_BY = {"main": "03", "vgg": "03", "icons_lite0": "04", "icons_resnet": "03"}
+
+
+def describe(role: str, *, device: str = "auto") -> str:
+    """One paragraph: the recipe behind ``role`` and whether it is already trained (in this machine's cache)."""
+    r = recipe(role, device=device)
+    t = r.train
+    source = "registered by notebook " + _TRAINED_BY[role] if role in _registry_roles() else "the default recipe"
+    what = (f"{r.arch} {dict(r.model_kwargs)} on {r.data}" + (f" at {r.size} px" if r.size else "")
+            + (f", {r.weights} weights, fine-tune {r.finetune}" if r.weights else "")
+            + f"; {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, seed {t.seed}")
+    done = cache.is_done(cache.entry("recipes", r.name, r.key(prepare_data(r))))
+    state = ("trained already: loaded from the cache" if done else
+             f"not trained yet on this machine: it is trained now (notebook {_TRAINED_BY[role]} normally does it), "
+             "with a time estimate printed after its first steps")
+    return f"{role!r} model ({source}): {what}. {state}."
+
+
+def _registry_roles() -> set[str]:
+    path = _registry()
+    return set(json.loads(path.read_text())) if path.is_file() else set()
+
+
+def model(role: str, *, device: str = "auto"):
+    """The course's ``role`` model (:class:`prodvision.recipes.Trained`), trained now if the cache lacks it."""
+    return get_or_train(recipe(role, device=device))
 
 
 VIEWS = {"plain": None, "mirrored": [lambda x: x.flip(-1)]}  # "mirrored": every image flipped left-right

@@ -39,7 +39,8 @@ def _methods() -> dict[str, type]:
 
     return {"gradcam": pgc.GradCAM, "gradcam++": pgc.GradCAMPlusPlus, "xgradcam": pgc.XGradCAM,
             "eigencam": pgc.EigenCAM, "scorecam": pgc.ScoreCAM, "layercam": pgc.LayerCAM, "hirescam": pgc.HiResCAM,
-            "eigengradcam": pgc.EigenGradCAM}
+            "eigengradcam": pgc.EigenGradCAM,
+            "randomcam": pgc.RandomCAM}  # a baseline (random channel weights), not an explanation: not in CAM_METHODS
 
 
 def target_layer(model: nn.Module, arch: str | None = None, layer: str | None = None) -> nn.Module:
@@ -61,7 +62,7 @@ def cam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | None = 
         targets: one class index per image (None = each image's predicted class).
         method: one of :data:`CAM_METHODS`.
         arch, layer: the target layer (see :func:`target_layer`).
-        batch_size: ScoreCAM's forward batch (it runs one forward per channel of the target layer).
+        batch_size: images explained at a time (and ScoreCAM's forward batch: one forward per channel).
 
     Returns:
         ``(B, H, W)`` float32 maps in [0, 1] at the input's resolution (each map min-max scaled by grad-cam).
@@ -76,19 +77,23 @@ def cam(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | None = 
     if targets is not None and len(targets) != len(images):
         raise ValueError(f"{len(targets)} targets for {len(images)} images: give one target per image")
     layer_module = target_layer(model, arch, layer)
-    x = images.detach().to(module_device(model)).clone().requires_grad_(True)  # gradients flow through a frozen model
-    tg = None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets]
     quiet = contextlib.redirect_stderr(io.StringIO()) if method == "scorecam" else contextlib.nullcontext()
+    out = []
     with eval_mode(model):  # grad-cam sets eval mode; every submodule's own flag comes back afterwards
         explainer = methods[method](model=model, target_layers=[layer_module])
         if method == "scorecam":
             explainer.batch_size = batch_size
         try:
-            with torch.enable_grad(), quiet:  # ScoreCAM draws a tqdm bar per image; keep notebooks readable
-                maps = explainer(input_tensor=x, targets=tg)
+            for start in range(0, len(images), batch_size):  # bounded memory: a chunk's activations at a time
+                x = images[start:start + batch_size].detach().to(module_device(model)).clone().requires_grad_(True)
+                tg = None if targets is None else [ClassifierOutputTarget(int(t))
+                                                   for t in targets[start:start + batch_size]]
+                with torch.enable_grad(), quiet:  # ScoreCAM draws a tqdm bar per image; keep notebooks readable
+                    out.append(explainer(input_tensor=x, targets=tg))
         finally:
             explainer.activations_and_grads.release()
             model.zero_grad(set_to_none=True)
+    maps = np.concatenate(out)
     return np.clip(np.asarray(maps, dtype=np.float32), 0.0, 1.0)
 
 

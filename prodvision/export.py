@@ -171,12 +171,9 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, mode: str =
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src, dst = Path(src), Path(dst)
-    if mode == "dynamic":
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
-        return dst
-    if mode != "static":
+    if mode not in ("dynamic", "static"):
         raise ConfigError(f"unknown quantisation mode {mode!r}; choose 'dynamic' or 'static'")
-    if calibration is None or len(calibration) == 0:
+    if mode == "static" and (calibration is None or len(calibration) == 0):
         raise ConfigError("static quantisation needs calibration images: pass calibration=(N, C, H, W) real images")
 
     class _Reader(CalibrationDataReader):
@@ -189,8 +186,11 @@ def quantize_onnx(src: str | os.PathLike, dst: str | os.PathLike, *, mode: str =
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(src), str(pre))  # shape inference + graph optimisation, as ORT recommends
-        quantize_static(str(pre), str(dst), _Reader(calibration.float().numpy()), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+        if mode == "dynamic":
+            quantize_dynamic(str(pre), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+        else:
+            quantize_static(str(pre), str(dst), _Reader(calibration.float().numpy()), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     return dst
 
 

@@ -136,9 +136,10 @@ def _accuracy(model: nn.Module, data: Dataset, device: str) -> float:
 
 
 def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[np.ndarray], test: Dataset,
-           cfg: FedConfig, *, progress: bool = True) -> list[dict]:
+           cfg: FedConfig, *, progress: bool = True, return_model: bool = False):
     """Run FedAvg (FedProx with ``cfg.mu > 0``); one record per round: ``round, test_acc, clients, mb_sent``
-    (cumulative, both ways) and ``sequential_steps`` (cumulative: the busiest chosen store's steps per round)."""
+    (cumulative, both ways) and ``sequential_steps`` (cumulative: the busiest chosen store's steps per round).
+    With ``return_model``: ``(history, final global model)``."""
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -160,11 +161,11 @@ def fedavg(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[n
         steps += max(local_steps(len(parts[k]), cfg) for k in chosen)  # stores train in parallel
         history.append({"round": r, "test_acc": _accuracy(global_model, test, cfg.device), "clients": int(m),
                         "mb_sent": sent / 2**20, "sequential_steps": steps})
-    return history
+    return (history, global_model) if return_model else history
 
 
 def centralised(make_model: Callable[[], nn.Module], data: Dataset, test: Dataset, cfg: FedConfig, *,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, return_model: bool = False):
     """The same model trained on all the data in one place, ``local_epochs`` per 'round' (the same passes over the
     data as a FedAvg round with every store); records ``round, test_acc, sequential_steps`` (cumulative)."""
     torch.manual_seed(cfg.seed)
@@ -176,14 +177,14 @@ def centralised(make_model: Callable[[], nn.Module], data: Dataset, test: Datase
                     batch_size=cfg.batch_size, generator=g, device=cfg.device)
         out.append({"round": r, "test_acc": _accuracy(model, test, cfg.device),
                     "sequential_steps": r * local_steps(len(data), cfg)})
-    return out
+    return (out, model) if return_model else out
 
 
 def local_only(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequence[np.ndarray], test: Dataset,
-               cfg: FedConfig, *, progress: bool = True) -> list[dict]:
+               cfg: FedConfig, *, progress: bool = True, return_models: bool = False):
     """Each store trains alone for ``rounds * local_epochs`` epochs (the same per-round learning rates and momentum
-    resets as FedAvg); returns its global test accuracy."""
-    out = []
+    resets as FedAvg); returns its global test accuracy (with ``return_models``: ``(records, models)``)."""
+    out, models = [], []
     for k, idx in enumerate(progress_bar(parts, desc="local-only stores", disable=not progress, leave=False)):
         torch.manual_seed(cfg.seed)
         g = torch.Generator().manual_seed(cfg.seed + k)
@@ -192,4 +193,5 @@ def local_only(make_model: Callable[[], nn.Module], data: Dataset, parts: Sequen
             train_local(model, Subset(data, idx), epochs=cfg.local_epochs, lr=round_lr(cfg, r),
                         momentum=cfg.momentum, batch_size=cfg.batch_size, generator=g, device=cfg.device)
         out.append({"store": k, "items": len(idx), "test_acc": _accuracy(model, test, cfg.device)})
-    return out
+        models.append(model)
+    return (out, models) if return_models else out

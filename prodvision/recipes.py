@@ -26,10 +26,11 @@ from torch import nn
 
 from . import cache
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import PHOTO_SIZE, RUNTIME_FIELDS, AugmentConfig, InputSpec, TrainConfig
+from .config import (FINETUNE_MODES, PHOTO_SIZE, RUNTIME_FIELDS, AugmentConfig, InputSpec, TrainConfig,
+                     default_batch_size, finetune_defaults)
 from .data.sources import BUILTIN, Source, file_digest, load_dataset
 from .errors import ConfigError
-from .evaluate import confidence_threshold, predict
+from .evaluate import confidence_threshold, loss_and_accuracy, predict
 from .features import extract_features, feature_extractor, fit_linear_probe, probe_to_linear, trunk_activations, ViewsDataset
 from .models import classifier_name, create_model, freeze, get_arch, load_model, split_model
 from .train import History, fit
@@ -41,27 +42,6 @@ __all__ = ["Recipe", "Trained", "PreparedData", "prepare_data", "train_recipe", 
 
 #: Bump when what a recipe trains changes meaning (data preparation, initialisation, the training loop's maths).
 CACHE_VERSION = 2
-#: Ways to use pretrained weights: a linear probe on frozen features; LP-FT of the last stage (from cached trunk
-#: activations) or of the whole network. Both fine-tunes start from the probe's head (Kumar et al., 2022).
-FINETUNE_MODES = ("probe", "last_stage", "full")
-
-
-def finetune_defaults(mode: str) -> dict[str, Any]:
-    """TrainConfig settings that suit fine-tuning pretrained weights from a probe's head (LP-FT): AdamW at a small
-    learning rate with a cosine decay, so the pretrained features move little; the last stage alone can take a
-    larger one. Used by ``prodvision train --weights ...`` for every flag the user leaves unset."""
-    if mode not in FINETUNE_MODES:
-        raise ConfigError(f"unknown finetune mode {mode!r}; choose from {list(FINETUNE_MODES)}")
-    common = dict(optimizer="adamw", schedule="cosine", weight_decay=0.05, label_smoothing=0.1)
-    return {"probe": dict(epochs=1), "last_stage": dict(common, epochs=15, lr=1e-3),
-            "full": dict(common, epochs=6, lr=2e-4)}[mode]
-
-
-def default_batch_size(size: int) -> int:
-    """A training batch that fits a laptop at this input size (peak memory grows with batch x size^2)."""
-    return 256 if size <= 32 else 128 if size <= 64 else 64 if size <= 128 else 32
-
-
 @dataclass(frozen=True)
 class Recipe:
     """Everything that determines a trained model."""
@@ -325,40 +305,49 @@ def train_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = True, pr
 
 
 def _finetune(recipe: Recipe, model: nn.Module, data: PreparedData, out: Path, meta, progress, resume) -> History:
-    """LP, then (optionally) FT: the head is initialised from a linear probe on the frozen features."""
+    """LP, then (optionally) FT: the head is initialised from a linear probe on the frozen features.
+
+    The probe-initialised network is epoch 0 of the history. When checkpoints are chosen on validation
+    (``monitor="val_acc"``) it competes with the fine-tuned epochs: fine-tuning that never beats the probe on
+    validation leaves the probe as ``best.pt`` (early stopping at zero epochs).
+    """
     head = classifier_name(model)
     key = {"arch": recipe.arch, "weights": recipe.weights, "in_chans": data.input.in_chans}
     plain_train = data.train.subset(range(len(data.train)), transform=data.val.transform)  # no augmentation
     fx = feature_extractor(model, head)
     f_tr, y_tr = extract_features(fx, plain_train, key=key, device=recipe.train.device, progress=progress)
-    probe = fit_linear_probe(f_tr, y_tr)
-    _set(model, head, probe_to_linear(probe))
+    _set(model, head, probe_to_linear(fit_linear_probe(f_tr, y_tr)))
+    val_logits, val_y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=64), device=recipe.train.device)
+    loss, acc = loss_and_accuracy(val_logits, val_y)
+    lp = {"epoch": 0, "val_loss": loss, "val_acc": acc}
+    lp_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if recipe.finetune == "probe":
         freeze(model, "head")
-        val_logits, val_y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=64))
-        acc = float((val_logits.argmax(1) == val_y).mean())
-        hist = History(epochs=[{"epoch": 0, "val_acc": acc}], best_epoch=0, best_metric=acc, checkpoint=str(out / "best.pt"))
-        ck = {"model": model.state_dict(), "epoch": 0, "config": recipe.train.to_dict(), "classes": data.classes,
-              "metrics": hist.epochs[-1], "history": hist.to_dict(), **meta}
-        save_checkpoint(ck, out / "best.pt")
-        save_checkpoint(ck, out / "last.pt")
-        return hist
-    if recipe.finetune == "full":
-        return fit(model, data.train, data.val, recipe.train, out_dir=out, resume=resume, classes=data.classes,
+        hist = History(epochs=[lp], best_epoch=0, best_metric=acc)
+    elif recipe.finetune == "full":
+        hist = fit(model, data.train, data.val, recipe.train, out_dir=out, resume=resume, classes=data.classes,
                    meta=meta, progress=progress)
-    freeze(model, "last_stage")
-    trunk, rest = split_model(model, "last_stage")
-    akey = {**key, "trunk": "last_stage"}
-    a_tr, y_tr = trunk_activations(trunk, data.train, key=akey, views=recipe.views, seed=recipe.train.seed,
-                                   device=recipe.train.device, progress=progress)
-    a_val, y_val = trunk_activations(trunk, data.val, key=akey, device=recipe.train.device, progress=progress)
-    hist = fit(rest, ViewsDataset(a_tr, y_tr, data.classes), torch.utils.data.TensorDataset(a_val[0], y_val),
-               recipe.train, out_dir=None, classes=data.classes, progress=progress)
-    ck = {"model": model.state_dict(), "epoch": len(hist.epochs), "config": recipe.train.to_dict(),
-          "classes": data.classes, "metrics": hist.epochs[-1], "history": hist.to_dict(), **meta}
+    else:
+        freeze(model, "last_stage")
+        trunk, rest = split_model(model, "last_stage")
+        akey = {**key, "trunk": "last_stage"}
+        a_tr, y_tr = trunk_activations(trunk, data.train, key=akey, views=recipe.views, seed=recipe.train.seed,
+                                       device=recipe.train.device, progress=progress)
+        a_val, y_val = trunk_activations(trunk, data.val, key=akey, device=recipe.train.device, progress=progress)
+        hist = fit(rest, ViewsDataset(a_tr, y_tr, data.classes), torch.utils.data.TensorDataset(a_val[0], y_val),
+                   recipe.train, out_dir=None, classes=data.classes, progress=progress)
+    if recipe.finetune != "probe":
+        hist.epochs.insert(0, lp)
+        if recipe.train.monitor == "val_acc" and hist.best_metric is not None and acc > hist.best_metric:
+            model.load_state_dict(lp_state)  # fine-tuning never beat the probe on validation
+            hist.best_epoch, hist.best_metric = 0, acc
+    if recipe.finetune != "full" or hist.best_epoch == 0:  # fit wrote no checkpoint of this model
+        ck = {"model": model.state_dict(), "epoch": len(hist.epochs) - 1, "config": recipe.train.to_dict(),
+              "classes": data.classes, "metrics": hist.epochs[-1], "history": hist.to_dict(), **meta}
+        save_checkpoint(ck, out / "best.pt")  # the whole network: trunk + the trained last stage and head
+        if recipe.finetune != "full":
+            save_checkpoint(ck, out / "last.pt")
     hist.checkpoint = str(out / "best.pt")
-    save_checkpoint(ck, out / "best.pt")  # the whole network: trunk + the trained last stage and head
-    save_checkpoint(ck, out / "last.pt")
     return hist
 
 

@@ -21,7 +21,8 @@ from .config import PHOTO_SIZE, TrainConfig
 from .errors import ConfigError
 
 __all__ = ["resolve_device", "seed_everything", "seed_worker", "resolve_modes", "deterministic_mode", "dist_info",
-           "eval_mode", "train_mode", "nhwc", "module_device", "peak_rss_mb", "reset_peak_rss", "current_rss_mb"]
+           "eval_mode", "train_mode", "nhwc", "module_device", "peak_rss_mb", "reset_peak_rss", "current_rss_mb",
+           "allocator", "release_memory"]
 
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps)$")
 
@@ -128,8 +129,10 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = was
 
 
-def train_mode(model: nn.Module) -> nn.Module:
-    """``model.train()``, except BatchNorm layers whose parameters are all frozen, which stay in eval mode.
+def train_mode(model: nn.Module, *, freeze_bn_stats: bool = False) -> nn.Module:
+    """``model.train()``, except BatchNorm layers whose parameters are all frozen, which stay in eval mode
+    (with ``freeze_bn_stats``: every BatchNorm layer stays in eval mode; trainable ones still learn their scale and
+    shift, but normalise with the pretrained running statistics).
 
     A frozen block must compute what it computed during pretraining: in train mode its BatchNorm layers would
     normalise with each batch's statistics and overwrite their running statistics with those of a few hundred
@@ -140,7 +143,7 @@ def train_mode(model: nn.Module) -> nn.Module:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
+            if freeze_bn_stats or (params and not any(p.requires_grad for p in params)):
                 m.eval()
     return model
 
@@ -198,3 +201,59 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------------------------------- glibc allocator
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4  # <malloc.h>
+_POLICY: str | None = None
+
+
+def _mallopt():
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def allocator(policy: str) -> bool:
+    """Set glibc's allocator policy for this process (a no-op elsewhere; returns whether it was applied).
+
+    * ``"reuse"`` -- for training and feature extraction on CPU: freed blocks, however large, stay in the heap for
+      the next step (``M_MMAP_MAX=0``, ``M_TRIM_THRESHOLD`` at its maximum). By default glibc maps every block above
+      its threshold fresh from the OS and unmaps it when freed, so each training step page-faults its activations
+      in again, which makes photo-size training on CPU markedly slower (benchmarks/bench_finetune.py measures
+      both). The price: the process keeps its peak memory until :func:`release_memory`.
+    * ``"return"`` -- for a long-running service: blocks of 4 MB or more are always mapped and unmapped, so decoded
+      uploads give their memory back (without it, request threads each keep tens of MB after a large image).
+
+    glibc cannot be put back exactly as it was (any setting turns off its dynamic threshold), so this is a
+    process-wide choice, like ``torch.set_num_threads``; the last policy set wins.
+    """
+    global _POLICY
+    if policy not in ("reuse", "return"):
+        raise ConfigError(f"unknown allocator policy {policy!r}; use 'reuse' or 'return'")
+    mallopt = _mallopt()
+    if mallopt is None:
+        return False
+    if policy == "reuse":
+        ok = mallopt(_M_MMAP_MAX, 0) and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    else:
+        ok = mallopt(_M_MMAP_MAX, 65536) and mallopt(_M_MMAP_THRESHOLD, 4 << 20) and mallopt(_M_TRIM_THRESHOLD, 4 << 20)
+    _POLICY = policy if ok else _POLICY
+    return bool(ok)
+
+
+def release_memory() -> None:
+    """Give the heap's free memory back to the OS (``malloc_trim``): after training under the ``"reuse"`` policy,
+    RSS falls from its peak to what is still in use."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if _mallopt() is not None:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -50,6 +50,7 @@ from .errors import ConfigError
 from .explain import explain_image
 from .export import export_onnx
 from .predict import predict_images
+from .runtime import allocator
 
 if TYPE_CHECKING:
     import torch
@@ -157,31 +158,6 @@ class ServedModel(DeployedModel):
         return self.transform(self.load(source, limits=limits, name=name))
 
 
-#: glibc's M_MMAP_THRESHOLD: allocations of at least this size are mmap-ed, so freeing them returns the memory.
-MMAP_THRESHOLD = 4 << 20
-
-
-def _return_large_frees_to_os(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold so freed pixel buffers go back to the OS; returns whether it was set.
-
-    glibc raises the threshold after the first large free (up to 32 MB); from then on Pillow's 16 MB pixel blocks
-    come from per-thread heaps that are not trimmed, and the request threads that each decoded a large upload keep
-    ~30 MB apiece (measured: +1.6 GB RSS after 16 40-Mpx uploads decoded one at a time). A fixed threshold turns that
-    off for the whole process. No-op (False) on other C libraries.
-    """
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    m_mmap_threshold = -3  # <malloc.h>
-    return bool(mallopt(m_mmap_threshold, int(threshold)))
-
-
 def _error(status: int, code: str, reason: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "reason": reason}, **extra}, status_code=status)
 
@@ -252,10 +228,10 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
     The model is loaded here (so a bad path fails at start-up); the warm-up prediction runs in a background
     thread when the app starts (``/readyz`` answers 503 until it has succeeded). ``app.state.warm_up()`` runs it
     synchronously (for tests without a lifespan). Process-wide side effect: on glibc, allocations of 4 MB and more
-    are mmap-ed from now on, so decoded images give their memory back (see :func:`_return_large_frees_to_os`).
+    are mmap-ed from now on, so decoded images give their memory back (``prodvision.runtime.allocator("return")``).
     """
     model_path = Path(model_path)
-    if not _return_large_frees_to_os():
+    if not allocator("return"):
         log.info("not glibc: the C library's default malloc settings stay (freed decode buffers may be kept)")
     loaded = load_deployed(model_path, threads=config.threads)
     eager = loaded.module

@@ -34,8 +34,8 @@ from .errors import ConfigError
 from .evaluate import loss_and_accuracy, predict
 from .models import classifier_name, param_groups
 from .progress import progress_bar
-from .runtime import (deterministic_mode, dist_info, peak_rss_mb, reset_peak_rss, resolve_device, resolve_modes,
-                      seed_everything, seed_worker, train_mode)
+from .runtime import (allocator, deterministic_mode, dist_info, peak_rss_mb, release_memory, reset_peak_rss,
+                      resolve_device, resolve_modes, seed_everything, seed_worker, train_mode)
 
 __all__ = ["TrainConfig", "History", "fit", "train_step", "train_one_epoch", "evaluate", "make_loader",
            "make_optimizer", "make_scheduler", "lr_find", "suggest_lr"]
@@ -135,28 +135,43 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 # ---------------------------------------------------------------------------------------------- the loop
 def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, opt: torch.optim.Optimizer,
-               crit: nn.Module, *, amp_ctx=None, clip_grad_norm: float | None = None) -> tuple[torch.Tensor, ...]:
-    """One optimisation step: forward, loss, backward, (clip), step. Returns detached ``(loss, logits (B, K))``."""
-    with amp_ctx or contextlib.nullcontext():
-        logits = model(x)
-        loss = crit(logits, target)
+               crit: nn.Module, *, amp_ctx=None, clip_grad_norm: float | None = None,
+               micro_batch: int | None = None) -> tuple[torch.Tensor, ...]:
+    """One optimisation step: forward, loss, backward, (clip), step. Returns detached ``(loss, logits (B, K))``.
+
+    With ``micro_batch``, the batch is processed in chunks whose losses are weighted by their share of the batch
+    and whose gradients add up before the one step: the same update with a chunk's activation memory.
+    """
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    chunks = range(0, len(x), micro_batch or len(x))
+    losses, outs = [], []
+    for i, start in enumerate(chunks):
+        sl = slice(start, start + (micro_batch or len(x)))
+        last = i == len(chunks) - 1
+        sync = model.no_sync() if (not last and hasattr(model, "no_sync")) else contextlib.nullcontext()
+        with sync, amp_ctx or contextlib.nullcontext():
+            logits = model(x[sl])
+            loss = crit(logits, target[sl])
+        (loss * (len(logits) / len(x))).backward()
+        losses.append(loss.detach() * len(logits))
+        outs.append(logits.detach())
     if clip_grad_norm is not None:
         nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
     opt.step()
-    return loss.detach(), logits.detach()
+    return torch.stack(losses).sum() / len(x), torch.cat(outs)
 
 
 def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimizer, sched, crit: nn.Module, *,
                     device: torch.device, channels_last: bool = False, mix=None, amp_ctx=None,
-                    clip_grad_norm: float | None = None, desc: str = "train", progress: bool = False,
+                    clip_grad_norm: float | None = None, micro_batch: int | None = None, freeze_bn_stats: bool = False,
+                    desc: str = "train", progress: bool = False,
                     on_step: Callable[[int, int, float], None] | None = None) -> dict[str, float]:
     """One pass over ``loader`` in train mode (frozen BatchNorm layers stay in eval mode, see ``train_mode``).
 
     Returns ``train_loss``, ``train_acc`` (on the augmented/mixed batches as trained), ``images``, ``time_s``.
     """
-    train_mode(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model)
+    train_mode(model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model,
+               freeze_bn_stats=freeze_bn_stats)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen, t0 = 0, time.perf_counter()
@@ -166,7 +181,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optim
         if channels_last and x.ndim == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         x, target = mix(x, y) if mix is not None else (x, y)  # MixUp/CutMix: soft (B, K) targets
-        loss, logits = train_step(model, x, target, opt, crit, amp_ctx=amp_ctx, clip_grad_norm=clip_grad_norm)
+        loss, logits = train_step(model, x, target, opt, crit, amp_ctx=amp_ctx, clip_grad_norm=clip_grad_norm,
+                                  micro_batch=micro_batch)
         sched.step()
         loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -215,6 +231,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
     classes = list(classes if classes is not None else getattr(getattr(train_data, "dataset", train_data), "classes", []))
     out = Path(out_dir) if out_dir is not None else None
     deterministic, channels_last = resolve_modes(cfg, device, _input_size(train_data))
+    if device.type == "cpu":
+        allocator("reuse")  # activations stay in the heap between steps: faster at photo sizes
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -245,6 +263,7 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
             reset_peak_rss()
             tr = train_one_epoch(net, loader, opt, sched, crit, device=device, channels_last=channels_last, mix=mix,
                                  amp_ctx=_autocast(cfg, device), clip_grad_norm=cfg.clip_grad_norm,
+                                 micro_batch=cfg.micro_batch, freeze_bn_stats=cfg.freeze_bn_stats,
                                  desc=f"epoch {epoch + 1}/{cfg.epochs}", progress=show, on_step=estimate)
             rec = {"epoch": epoch + 1, "train_loss": tr["train_loss"], "train_acc": tr["train_acc"],
                    "lr": opt.param_groups[-1]["lr"], "time_s": tr["time_s"],
@@ -275,6 +294,8 @@ def fit(model: nn.Module, train_data: Dataset | DataLoader, val_data: Dataset | 
         model.load_state_dict(best_state)
     if channels_last:  # hand the model back in the default format, the one a checkpoint loads into
         model.to(memory_format=torch.contiguous_format)
+    if device.type == "cpu":
+        release_memory()  # give the peak's free memory back to the OS
     return hist
 
 
@@ -387,7 +408,7 @@ def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     flags = [(m, m.training) for m in model.modules()]
     model.to(device)
-    train_mode(model)
+    train_mode(model, freeze_bn_stats=cfg.freeze_bn_stats)
     opt = make_optimizer(model, TrainConfig(**{**cfg.to_dict(), "lr": start_lr}))
     ratios = [g["lr"] / start_lr for g in opt.param_groups]  # keeps discriminative LRs in proportion
     gamma = (end_lr / start_lr) ** (1 / max(num_iter - 1, 1))

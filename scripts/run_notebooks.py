@@ -78,10 +78,21 @@ def run(notebooks: list[Path], params: dict[str, dict] | None = None,
                       f"   the committed notebook is unchanged; the failed run is in runs/failed/{nb.name}",
                       file=sys.stderr)
                 return times, True
+            _strip_machine_paths(out)
             shutil.copy(out, output_dir / nb.name if output_dir else nb)
         times[nb.stem] = round(time.perf_counter() - t0, 1)
         print(f"   {nb.name}: {times[nb.stem]:.0f} s", flush=True)
     return times, False
+
+
+def _strip_machine_paths(path: Path) -> None:
+    """papermill records the input and output paths (absolute, this machine's) in the notebook's metadata."""
+    nb = json.loads(path.read_text())
+    pm_meta = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in pm_meta:
+            pm_meta[key] = Path(pm_meta[key]).name
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def summarize(times: dict[str, float], results: Path = RESULTS) -> dict:
@@ -140,6 +151,7 @@ def main() -> None:
     ap.add_argument("--params", type=Path, help="YAML: notebook prefix -> papermill parameters (needs --output-dir)")
     ap.add_argument("--output-dir", type=Path, help="write executed notebooks, figures, results and models here")
     args = ap.parse_args()
+    os.environ.setdefault("PRODVISION_PROGRESS", "0")  # executed notebooks keep no progress bars in their outputs
     nbs = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
     if args.prefixes:
         nbs = [nb for nb in nbs if any(nb.name.startswith(p) for p in args.prefixes)]

@@ -188,7 +188,18 @@ def test_the_cli_imports_no_torch_and_help_shows_every_default():
 
 
 def test_cli_lists_match_the_library():
-    from prodvision import cli
+    """Every --flag with fixed choices offers exactly what the library accepts (one list, no drift)."""
+    from prodvision import cli, explain
+    from prodvision.config import OPTIMIZERS, SCHEDULES
     from prodvision.recipes import FINETUNE_MODES
 
-    assert cli.FINETUNE_MODES == FINETUNE_MODES
+    def choices(command, flag):
+        sub = next(a for a in cli.build_parser()._actions if a.dest == "command").choices[command]
+        return tuple(next(a for a in sub._actions if flag in a.option_strings).choices)
+
+    assert choices("train", "--finetune") == FINETUNE_MODES
+    assert choices("train", "--optimizer") == OPTIMIZERS
+    assert choices("train", "--schedule") == SCHEDULES
+    usable = set(explain._methods()) - {"randomcam"}
+    assert set(choices("cam", "--method")) == usable
+    assert set(choices("serve", "--cam-method")) == usable

@@ -14,7 +14,8 @@ PKG = Path(__file__).resolve().parent.parent / "prodvision"
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
     {"__init__", "errors", "paths", "progress", "config"},
-    {"cache", "checkpoint", "runtime", "results", "claims", "transforms"},
+    {"cache", "checkpoint", "runtime", "results", "claims", "backgrounds"},
+    {"transforms"},
     {"data"},
     {"models"},
     {"evaluate"},

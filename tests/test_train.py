@@ -182,3 +182,23 @@ def test_course_registry_round_trips_recipes(tmp_path, monkeypatch):
     assert back == bigger and back.key() == bigger.key()
     with pytest.raises(ValueError, match="unknown role"):
         course.default_recipe("nope")
+
+
+def test_micro_batches_give_the_same_update():
+    """Chunks of 4 with summed, share-weighted gradients = one step on the batch of 16 (no BatchNorm here)."""
+    from prodvision.train import train_step
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    x, y = _data(16).tensors
+    nets = [net, __import__("copy").deepcopy(net)]
+    outs = []
+    for m, mb in zip(nets, (None, 4)):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
+        outs.append(train_step(m, x, y, opt, torch.nn.CrossEntropyLoss(label_smoothing=0.1), micro_batch=mb))
+    torch.testing.assert_close(outs[0][0], outs[1][0])  # the batch loss
+    torch.testing.assert_close(outs[0][1], outs[1][1])  # the logits
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="micro_batch"):
+        TrainConfig(micro_batch=0)

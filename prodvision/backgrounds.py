@@ -9,14 +9,14 @@ disjoint pools, so a model trained with one pool's backgrounds is tested on phot
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 __all__ = ["BACKGROUND_POOLS", "background_photos", "background_patches", "foreground_mask", "composite",
            "RandomBackground"]
@@ -105,8 +105,11 @@ class RandomBackground:
     """A transform for PIL catalog images: put the product on a random background patch (augmentation), or on a
     fixed patch per call order when ``patches`` is indexed explicitly by :meth:`fixed`."""
 
-    patches: np.ndarray  # (P, S, S, 3) uint8 background patches
+    patches: np.ndarray = field(repr=False)  # (P, S, S, 3) uint8 background patches
     p: float = 1.0  # probability of replacing the background
+
+    def __repr__(self) -> str:  # part of a dataset's cache key: name what determines the patches
+        return f"RandomBackground(p={self.p}, patches={self.patches.shape}, sum={int(self.patches.sum())})"
 
     def __call__(self, image: Image.Image) -> Image.Image:
         import torch
