@@ -6,7 +6,8 @@ undone):
 
 * the bare loop (forward, loss, backward, SGD step) in NCHW and in NHWC, with glibc's default allocator and with
   prodvision's ``allocator("reuse")`` -- the fastest of these is the reference;
-* ``fit`` at the same batch of 32, and at batch 32 in micro-batches of 16;
+* ``fit`` at the same batch of 32, at batch 32 in micro-batches of 16, and in the bit-exact mode
+  (``deterministic=True``, the CLI's ``--deterministic on``), whose cost the CLI's help states;
 * the command line with its defaults on the product-icon set (``prodvision train --weights imagenet``).
 
 Targets (issue "fast and lean fine-tuning"): fit >= 0.9x the fastest bare loop; peak RSS <= 4 GB at batch 32
@@ -63,7 +64,7 @@ else:
     from torch.utils.data import TensorDataset
     from prodvision.train import TrainConfig, fit
     cfg = TrainConfig(epochs=2, batch_size=bs, micro_batch=spec.get("micro"), lr=0.01, schedule="constant",
-                      weight_decay=0.0, device="cpu")
+                      weight_decay=0.0, device="cpu", deterministic=spec.get("deterministic"))
     h = fit(model, TensorDataset(x, y), None, cfg, progress=False)
     rate = h["img_per_s"][-1]
 print(json.dumps({"img_per_s": rate, "peak_rss_mb": peak_rss_mb()}))
@@ -116,12 +117,18 @@ def main() -> None:
                 for alloc in ("default", "reuse") for cl in (True, False)}
         fits = {"fit (batch 32)": run({**base, "mode": "fit", "alloc": "default"}),
                 "fit (batch 32, micro-batches of 16)": run({**base, "mode": "fit", "alloc": "default", "micro": 16})}
+        exact = run({**base, "mode": "fit", "alloc": "default", "deterministic": True})  # --deterministic on
         best_name = max(bare, key=lambda k: bare[k]["img_per_s"])
         best = bare[best_name]["img_per_s"]
         print(f"\n{arch} at 224 px, batch 32, {images} images per pass:")
         for name, r in {**bare, **fits}.items():
             print(f"  {name:40s} {r['img_per_s']:7.1f} img/s  {r['img_per_s'] / best:5.2f}x  "
                   f"peak RSS {r['peak_rss_mb'] / 1024:5.2f} GB")
+        rate = exact["img_per_s"]
+        print(f"  {'fit (batch 32, --deterministic on)':40s} {rate:7.1f} img/s  {rate / best:5.2f}x  "
+              f"peak RSS {exact['peak_rss_mb'] / 1024:5.2f} GB")
+        slower = fits["fit (batch 32)"]["img_per_s"] / rate
+        summary.append(f"{arch} exact mode (--deterministic on): {slower:.2f}x slower than the default fast path")
         for name, r in fits.items():
             summary.append(f"{arch} {name}: {r['img_per_s'] / best:.2f}x of the fastest bare loop ({best_name}), "
                            f"peak {r['peak_rss_mb'] / 1024:.2f} GB")

@@ -38,7 +38,7 @@ from .runtime import (allocator, deterministic_mode, dist_info, peak_rss_mb, rel
                       resolve_device, resolve_modes, seed_everything, seed_worker, train_mode)
 
 __all__ = ["TrainConfig", "History", "fit", "train_step", "train_one_epoch", "evaluate", "make_loader",
-           "make_optimizer", "make_scheduler", "lr_find", "suggest_lr"]
+           "make_optimizer", "make_scheduler", "lr_find", "suggest_lr", "diverged"]
 
 
 @dataclass
@@ -397,8 +397,8 @@ def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig
             end_lr: float = 10.0, num_iter: int = 100, beta: float = 0.9, progress: bool = True) -> dict[str, Any]:
     """LR range test (Smith, 2017): raise the learning rate exponentially each step and record the loss.
 
-    Uses :func:`train_step`, ``cfg``'s optimiser and fit's modes. Stops once the smoothed loss is above the loss it
-    started from (training has diverged). The model's weights and modes are restored afterwards.
+    Uses :func:`train_step`, ``cfg``'s optimiser and fit's modes. Stops once training has diverged
+    (:func:`diverged`). The model's weights and modes are restored afterwards.
 
     Returns:
         ``{"lrs", "losses" (smoothed), "suggestion", "lr_min", "lr_min_div10"}``; see :func:`suggest_lr`.
@@ -436,13 +436,22 @@ def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig
             lrs.append(lr)
             losses.append(smooth)
             bar.update()
-            if not math.isfinite(smooth) or (step >= 5 and smooth > losses[0]):
+            if step >= 5 and diverged(losses):
                 break
     bar.close()
     model.load_state_dict(state)
     for m, was in flags:
         m.training = was
     return {"lrs": np.array(lrs), "losses": np.array(losses), **suggest_lr(lrs, losses)}
+
+
+def diverged(losses: Sequence[float], *, rise: float = 1.5) -> bool:
+    """The LR range test's stop rule: the last smoothed loss is not finite, or it is above the loss the sweep
+    started from **and** ``rise`` times the lowest loss so far. (Above the start alone is not enough: while the lr
+    is still too small to train, the smoothed loss wanders around its starting value and noise would stop the sweep.)
+    """
+    last = float(losses[-1])
+    return not math.isfinite(last) or (last > float(losses[0]) and last > rise * float(np.nanmin(losses)))
 
 
 def suggest_lr(lrs: Sequence[float], losses: Sequence[float]) -> dict[str, float]:

@@ -162,6 +162,32 @@ def test_lr_find_returns_a_curve():
         assert torch.equal(v, before[k]), "lr_find must restore the model"
 
 
+def test_lr_suggestion_comes_from_before_the_minimum_of_a_u_shaped_curve():
+    """Synthetic range test: flat, then falling (steepest at 1e-2), minimum at 1e-1, then blowing up."""
+    from prodvision.train import suggest_lr
+
+    lrs = np.logspace(-6, 1, 120)
+    t = np.log10(lrs)
+    losses = 2.3 - 1.5 / (1 + np.exp(-4 * (t + 2))) + np.where(t > -1, 20 * (t + 1) ** 2, 0.0)
+    res = suggest_lr(lrs, losses)
+    assert res["lr_min"] == pytest.approx(0.1, rel=0.15)
+    assert res["suggestion"] == pytest.approx(0.01, rel=0.15) and res["suggestion"] < res["lr_min"]
+    assert res["lr_min_div10"] == pytest.approx(res["lr_min"] / 10)
+    # however steep the blow-up after the minimum, the suggestion never comes from there
+    assert suggest_lr(lrs, losses + np.where(t > -1, 1e3 * (t + 1), 0.0))["suggestion"] == res["suggestion"]
+
+
+def test_lr_range_test_stops_on_divergence_not_on_noise():
+    from prodvision.train import diverged
+
+    rng = np.random.default_rng(0)
+    flat = 2.3 + 0.05 * rng.standard_normal(40)  # lr still too small to train: noise around the start
+    assert not any(diverged(flat[:i]) for i in range(6, 41))
+    curve = np.concatenate([[2.3, 2.2, 1.5, 0.8, 0.6, 0.7, 1.2, 2.0], [2.5]])
+    assert not diverged(curve[:-1]) and diverged(curve)  # above the start and 1.5x the minimum
+    assert diverged([2.3, 2.2, float("nan")]) and diverged([2.3, 2.2, float("inf")])
+
+
 def test_mixup_cutmix_train_and_need_classes():
     cfg = TrainConfig(**{**CFG.to_dict(), "mixup": 0.4, "cutmix": 1.0, "epochs": 2})
     with pytest.raises(ValueError, match="class names"):
