@@ -40,9 +40,11 @@ def test_unknown_role_is_refused():
 
 def test_overrides_equal_to_the_defaults_keep_the_recipe():
     """Notebook 03 passes all its parameters; at their defaults it must hit the cached default models."""
-    for role, kw in (("main", dict(widths=[24, 48, 96], model_kwargs={}, augment={"hflip": 0.5})),
-                     ("vgg", dict(widths=(16, 32, 64), augment={"hflip": 0.5}, labels_per_class=2700))):
+    common = dict(epochs=8, augment={"hflip": 0.5}, batch_size=256, lr=0.2, seed=0, device="auto")
+    for role, kw in (("main", dict(widths=[24, 48, 96], model_kwargs={}, **common)),
+                     ("vgg", dict(widths=(16, 32, 64), **common))):
         assert course.default_recipe(role, **kw).key() == course.default_recipe(role).key()
+    assert course.default_recipe("vgg", epochs=9).key() != course.default_recipe("vgg").key()
 
 
 def test_overrides_from_papermill_parameters():
@@ -52,7 +54,9 @@ def test_overrides_from_papermill_parameters():
     assert r.model_kwargs == {"widths": (96, 192, 384), "depths": (2, 2, 2), "stem_pool": False}
     assert (r.augment.crop_padding, r.augment.erasing) == (2, 0.5)
     assert r.key() != course.default_recipe("main").key()
-    assert course.default_recipe("vgg").labels_per_class == 2700
+    assert course.default_recipe("vgg").labels_per_class is None  # the same budget as "main": every image
+    assert course.default_recipe("vgg", labels_per_class=2700).labels_per_class == 2700
+    assert course.default_recipe("vgg", labels_per_class=2700).key() != course.default_recipe("vgg").key()
     assert course.default_recipe("vgg", labels_per_class=None).labels_per_class is None
     with pytest.raises(TypeError):
         course.default_recipe("main", augment={"flip": 0.5})  # not an AugmentConfig field
