@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prodvision.deployed import DeployedModel, load_deployed
 from prodvision.export import export_onnx, measure_latency
 from prodvision.models import create_model
-from prodvision.predict import DeployedModel, load_deployed
 
 #: name -> (arch, model kwargs, default size, quick size)
 MODELS = {"resnet18": ("resnet18", {}, 224, 96), "mini_resnet": ("mini_resnet", {}, 64, 32)}

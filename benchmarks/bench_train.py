@@ -54,7 +54,8 @@ def fit_overhead(quick: bool) -> float:
     from prodvision.models import create_model
     from prodvision.recipes import prepare_data
     from prodvision.course import default_recipe
-    from prodvision.train import TrainConfig, fit, make_loader, resolve_device, resolve_modes
+    from prodvision.runtime import resolve_device, resolve_modes
+    from prodvision.train import TrainConfig, fit, make_loader
 
     r = default_recipe("main")
     data = prepare_data(r)

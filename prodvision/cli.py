@@ -118,8 +118,10 @@ def _cmd_train(args) -> int:
           f"{len(data.classes)} classes; input {data.input.size} px x {data.input.in_chans} channel(s)")
     print(f"recipe: {recipe.arch}" + (f" from {recipe.weights} weights, fine-tune: {recipe.finetune}"
                                       if recipe.weights else " from random weights")
-          + f"; {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.schedule} schedule; "
-            f"run folder {args.out}")
+          + ("; a logistic-regression head on the frozen network's features"
+             if recipe.finetune == "probe" else
+             f"; {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.schedule} schedule")
+          + f"; run folder {args.out}")
     trained = train_recipe(recipe, args.out, resume=not args.no_resume, data=data)
     _print_table(trained.history.to_frame())
     h = trained.history
@@ -234,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--augment", default="auto", choices=["auto", "none", "flip", "shift", "photo"],
                    help="auto = photo (flip + random resized crop) from 96 px, else flip")
     t.add_argument("--deterministic", default="auto", choices=["auto", "on", "off"],
-                   help="on: bit-identical runs and exact resume, up to ~2x slower; auto: on for small images "
+                   help="on: bit-identical runs and exact resume, but markedly slower at photo sizes (benchmarks/"
+                        "bench_finetune.py measures it); auto: on for small images "
                         f"(< {PHOTO_SIZE} px) on CPU, off (fast) for photo-size fine-tuning and on GPU")
     t.add_argument("--labels-per-class", type=int, default=None, help="train on this many images per class (default: all)")
     t.add_argument("--val-per-class", type=int, default=None, help="validate on this many per class (default: all)")

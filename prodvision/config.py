@@ -125,7 +125,8 @@ class TrainConfig(_Dict):
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     # Reproducibility vs speed. deterministic=True: the same seed gives bit-identical weights and a resumed run equals
     # an uninterrupted one (on one CPU kind). None = on for CPU training of small images (< PHOTO_SIZE px, the course's
-    # Fashion-MNIST models) and off for photo-resolution fine-tuning and on CUDA, where it costs up to ~2x.
+    # Fashion-MNIST models) and off for photo-resolution fine-tuning and on CUDA, where it is markedly slower
+    # (depthwise convolutions most; benchmarks/bench_finetune.py measures the cost).
     deterministic: bool | None = None
     # NHWC memory format: faster convolutions on CPU (oneDNN) and tensor cores on GPU, but oneDNN's NHWC backward is not
     # bit-reproducible for every layer shape, so None = on exactly when training is not deterministic

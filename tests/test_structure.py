@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "prodvision"
+ROOT = PKG.parent
 
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS = [
@@ -140,3 +141,26 @@ def test_one_home_per_job(job, home):
     homes = [p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")
              if re.search(rf"^{re.escape(job)}", p.read_text(), re.M)]  # module-level definitions
     assert homes == [home], f"{job!r} is defined in {homes}"
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")) +
+                         sorted(p.name for p in (ROOT / "scripts").glob("*.py")))
+def test_benchmarks_and_scripts_import_what_the_package_has(script):
+    """Benchmarks and scripts are not run by the test suite; a name moved out of a module must not break them
+    silently (``make benchmarks`` once failed on ``prodvision.predict.load_deployed``). Checks every
+    ``from prodvision.X import name``, at any depth, against the module's attributes."""
+    import importlib
+
+    path = next(p for d in ("benchmarks", "scripts") if (p := ROOT / d / script).exists())
+    source = path.read_text()
+    # imports inside string templates (worker code run in a subprocess) count too
+    trees = [ast.parse(source)] + [ast.parse(s.value) for s in ast.walk(ast.parse(source))
+                                   if isinstance(s, ast.Constant) and isinstance(s.value, str)
+                                   and "from prodvision" in s.value]
+    missing = []
+    for tree in trees:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prodvision"):
+                module = importlib.import_module(node.module)
+                missing += [f"{node.module}.{a.name}" for a in node.names if not hasattr(module, a.name)]
+    assert not missing, f"{script} imports names that do not exist: {missing}"
