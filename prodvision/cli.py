@@ -20,8 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import (FINETUNE_MODES, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, AugmentConfig, TrainConfig, default_batch_size,
-                     finetune_defaults)
+from .config import (FINETUNE_MODES, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, WISE_DEFAULT, AugmentConfig, TrainConfig,
+                     default_batch_size, finetune_defaults)
 from .errors import ConfigError, ProdvisionError
 
 __all__ = ["main", "build_parser"]
@@ -91,10 +91,16 @@ def _recipe_from_args(args):
                          "device": args.device, "num_workers": args.num_workers, "deterministic": deterministic})
     augment = _augment(args.augment, size)
     trainable = tuple(args.trainable) if args.trainable else None
+    wise = args.wise if args.wise is not None else WISE_DEFAULT if finetune == "full" else None
+    if wise is not None and finetune not in ("full", "last_stage"):
+        raise ConfigError(f"--wise {wise} averages fine-tuned weights with the probe's: it needs --weights and "
+                          "--finetune full or last_stage")
+    if wise == 1.0:
+        wise = None  # the fine-tuned network as it is
     return Recipe(name=Path(args.out).name, arch=args.arch, data=args.data, size=args.size, in_chans=args.in_chans,
                   weights=args.weights, augment=augment, train=cfg, trainable=trainable, finetune=finetune,
                   labels_per_class=args.labels_per_class, val_per_class=args.val_per_class,
-                  split_seed=args.split_seed, target_precision=args.target_precision)
+                  split_seed=args.split_seed, target_precision=args.target_precision, wise=wise)
 
 
 def _augment(name: str, size: int) -> AugmentConfig:
@@ -121,11 +127,19 @@ def _cmd_train(args) -> int:
           + ("; a logistic-regression head on the frozen network's features"
              if recipe.finetune == "probe" else
              f"; {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:g}, {t.schedule} schedule")
+          + (f"; then the weights averaged, {1 - recipe.wise:g} x probe + {recipe.wise:g} x fine-tuned (WiSE-FT)"
+             if recipe.wise is not None else "")
           + f"; run folder {args.out}")
     trained = train_recipe(recipe, args.out, resume=not args.no_resume, data=data)
     _print_table(trained.history.to_frame())
     h = trained.history
-    print(f"best {t.monitor}={h.best_metric:.4f} at epoch {h.best_epoch}; checkpoint {h.checkpoint}")
+    if h.wise is not None:
+        print(f"kept: the WiSE-FT average of the probe and epoch {h.wise['epoch']}, val_acc={h.wise['val_acc']:.4f}; "
+              f"checkpoint {h.checkpoint}")
+    elif t.monitor == "epoch" or h.best_metric is None:
+        print(f"kept: the last epoch ({h.best_epoch}); checkpoint {h.checkpoint}")
+    else:
+        print(f"best {t.monitor}={h.best_metric:.4f} at epoch {h.best_epoch}; checkpoint {h.checkpoint}")
     print(f"next: prodvision evaluate {Path(args.out) / 'best.pt'} --out {Path(args.out) / 'report'}")
     return 0
 
@@ -219,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None,
                    help="default by input size: " + ", ".join(f"{default_batch_size(s)} at {s} px"
                                                               for s in (28, 64, 128, 224)))
+    t.add_argument("--wise", type=float, default=None, metavar="ALPHA",
+                   help=f"LP-FT: keep (1 - ALPHA) x the probe's weights + ALPHA x the fine-tuned ones (WiSE-FT, "
+                        f"Wortsman et al. 2022); 1 = the fine-tuned network (default {WISE_DEFAULT:g} with --finetune "
+                        "full, 1 with last_stage; scripts/transfer_default.py compares it with the probe)")
     t.add_argument("--micro-batch", type=int, default=None,
                    help="process each batch in chunks of this many images (same update, less memory; BatchNorm "
                         "then normalises per chunk; default: the whole batch at once)")

@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "AugmentConfig", "TrainConfig", "ImageLimits", "ServeConfig",
-           "CAM_METHODS", "PHOTO_SIZE", "FINETUNE_MODES", "finetune_defaults", "default_batch_size"]
+           "CAM_METHODS", "PHOTO_SIZE", "FINETUNE_MODES", "WISE_DEFAULT", "finetune_defaults", "default_batch_size"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -209,13 +209,22 @@ class ServeConfig(_Dict):
 FINETUNE_MODES = ("probe", "last_stage", "full")
 
 
+#: WiSE-FT's mixing weight for ``prodvision train --weights ...`` (LP-FT of everything), fixed in advance: the fixed
+#: value Wortsman et al. (2022) report beside the best one, with the probe-initialised network in the place of their
+#: zero-shot model. ``scripts/transfer_default.py`` compares the result with the linear probe over ten splits.
+WISE_DEFAULT = 0.5
+
+
 def finetune_defaults(mode: str) -> dict[str, Any]:
     """TrainConfig settings that suit fine-tuning pretrained weights from a probe's head (LP-FT): AdamW at a small
     learning rate with a cosine decay, so the pretrained features move little; the last stage alone can take a
-    larger one. Used by ``prodvision train --weights ...`` for every flag the user leaves unset."""
+    larger one. The run keeps its last epoch (``monitor="epoch"``): choosing among a few epochs on a validation split
+    of a few dozen images picks noise (the winner's curse). Used by ``prodvision train --weights ...`` for every flag
+    the user leaves unset."""
     if mode not in FINETUNE_MODES:
         raise ConfigError(f"unknown finetune mode {mode!r}; choose from {list(FINETUNE_MODES)}")
-    common = dict(optimizer="adamw", schedule="cosine", weight_decay=0.05, label_smoothing=0.1, freeze_bn_stats=True)
+    common = dict(optimizer="adamw", schedule="cosine", weight_decay=0.05, label_smoothing=0.1, freeze_bn_stats=True,
+                  monitor="epoch")
     return {"probe": dict(epochs=1), "last_stage": dict(common, epochs=15, lr=3e-4),
             "full": dict(common, epochs=6, lr=5e-5)}[mode]
 

@@ -37,7 +37,7 @@ from .train import History, fit
 from .transforms import BatchAugment, eval_transform, train_transform
 
 __all__ = ["Recipe", "Trained", "PreparedData", "prepare_data", "train_recipe", "get_or_train", "load_run",
-           "load_snapshots", "default_batch_size", "finetune_defaults", "clear_cache", "CACHE_VERSION",
+           "load_snapshots", "default_batch_size", "finetune_defaults", "wise_average", "clear_cache", "CACHE_VERSION",
            "FINETUNE_MODES"]
 
 #: Bump when what a recipe trains changes meaning (data preparation, initialisation, the training loop's maths).
@@ -61,6 +61,9 @@ class Recipe:
     trainable: tuple[str, ...] | None = None  # freeze all but these modules or "head"/"last_stage" (None = train all)
     finetune: str | None = None  # None, or one of FINETUNE_MODES (needs weights): probe, LP-FT last stage or full
     views: int = 4  # finetune="last_stage": augmented views per training image whose trunk activations are cached
+    # WiSE-FT (Wortsman et al., 2022): the kept model is (1 - wise) x the probe-initialised network + wise x the
+    # fine-tuned one, weight by weight (None = the fine-tuned network as it is); needs finetune full or last_stage
+    wise: float | None = None
     split_seed: int = 0  # seed of the stratified train/val(/test) split
     val_fraction: float = 0.1  # validation share (data with an official test set, e.g. Fashion-MNIST's 60k)
     target_precision: float = 0.95  # the "unsure" threshold: lowest confidence with this precision on validation
@@ -70,6 +73,15 @@ class Recipe:
             raise ConfigError(f"unknown finetune mode {self.finetune!r}; choose from {list(FINETUNE_MODES)}")
         if self.finetune is not None and self.weights is None:
             raise ConfigError(f"finetune={self.finetune!r} needs pretrained weights (weights='imagenet' or a checkpoint)")
+        if self.wise is not None:
+            if self.finetune not in ("full", "last_stage"):
+                raise ConfigError(f"wise={self.wise} averages fine-tuned weights with the probe's: it needs "
+                                  f"finetune='full' or 'last_stage', not {self.finetune!r}")
+            if not 0.0 <= self.wise <= 1.0:
+                raise ConfigError(f"wise must be between 0 (the probe) and 1 (the fine-tuned network), got {self.wise}")
+            if self.train.monitor != "epoch":
+                raise ConfigError("wise averages the last epoch's weights with the probe's: it needs monitor='epoch', "
+                                  f"not {self.train.monitor!r}")
         get_arch(self.arch)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,6 +106,8 @@ class Recipe:
         """The fields that determine the trained model: everything but the run-time knobs (device, workers...)."""
         d = self.to_dict()
         d["train"] = {k: v for k, v in d["train"].items() if k not in RUNTIME_FIELDS}
+        if d["wise"] is None:  # the keys of recipes from before the field existed stay what they were
+            del d["wise"]
         return d
 
     def key(self, data: "PreparedData | None" = None) -> str:
@@ -309,7 +323,9 @@ def _finetune(recipe: Recipe, model: nn.Module, data: PreparedData, out: Path, m
 
     The probe-initialised network is epoch 0 of the history. When checkpoints are chosen on validation
     (``monitor="val_acc"``) it competes with the fine-tuned epochs: fine-tuning that never beats the probe on
-    validation leaves the probe as ``best.pt`` (early stopping at zero epochs).
+    validation leaves the probe as ``best.pt`` (early stopping at zero epochs). With ``recipe.wise`` the kept model
+    (``best.pt``) is the weight average of the probe-initialised network and the last epoch (WiSE-FT); ``last.pt``
+    stays the fine-tuned network, so a resumed run averages the same two again.
     """
     head = classifier_name(model)
     key = {"arch": recipe.arch, "weights": recipe.weights, "in_chans": data.input.in_chans}
@@ -341,14 +357,33 @@ def _finetune(recipe: Recipe, model: nn.Module, data: PreparedData, out: Path, m
         if recipe.train.monitor == "val_acc" and hist.best_metric is not None and acc > hist.best_metric:
             model.load_state_dict(lp_state)  # fine-tuning never beat the probe on validation
             hist.best_epoch, hist.best_metric = 0, acc
-    if recipe.finetune != "full" or hist.best_epoch == 0:  # fit wrote no checkpoint of this model
+        if recipe.wise is not None:
+            # the fine-tuned end point: a resumed full run's best.pt holds the average already, last.pt never does
+            ft = load_checkpoint(out / "last.pt")["model"] if recipe.finetune == "full" else model.state_dict()
+            model.load_state_dict(wise_average(lp_state, ft, recipe.wise))
+            val_logits, val_y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=64),
+                                        device=recipe.train.device)
+            loss, acc = loss_and_accuracy(val_logits, val_y)
+            hist.wise = {"alpha": recipe.wise, "epoch": len(hist.epochs) - 1, "val_loss": loss, "val_acc": acc}
+    if recipe.finetune != "full" or hist.best_epoch == 0 or recipe.wise is not None:  # best.pt is not fit's
         ck = {"model": model.state_dict(), "epoch": len(hist.epochs) - 1, "config": recipe.train.to_dict(),
-              "classes": data.classes, "metrics": hist.epochs[-1], "history": hist.to_dict(), **meta}
+              "classes": data.classes, "metrics": hist.wise or hist.epochs[-1], "history": hist.to_dict(),
+              "wise": recipe.wise, **meta}
         save_checkpoint(ck, out / "best.pt")  # the whole network: trunk + the trained last stage and head
         if recipe.finetune != "full":
             save_checkpoint(ck, out / "last.pt")
     hist.checkpoint = str(out / "best.pt")
     return hist
+
+
+def wise_average(probe: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """WiSE-FT's weight-space average ``(1 - alpha) * probe + alpha * finetuned`` of two state dicts of one network
+    (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models"). Both start from the same pretrained weights,
+    so the average lies on a path along which accuracy changes smoothly; integer buffers (BatchNorm's batch count)
+    are the fine-tuned network's."""
+    if probe.keys() != finetuned.keys():
+        raise ConfigError("wise_average needs two state dicts of the same network")
+    return {k: torch.lerp(probe[k].to(v.dtype), v, alpha) if v.is_floating_point() else v for k, v in finetuned.items()}
 
 
 def _set(model: nn.Module, name: str, module: nn.Module) -> None:

@@ -51,6 +51,7 @@ class History:
     stopped_early: bool = False
     resumed_from: int | None = None
     checkpoint: str | None = None  # path of the best checkpoint, when fit had an out_dir
+    wise: dict[str, float] | None = None  # LP-FT with WiSE-FT: alpha, the fine-tuned epoch and the average's val metrics
 
     def to_frame(self):
         import pandas as pd

@@ -122,7 +122,7 @@ def _bad_checkpoint(path: Path) -> Path:
 
 @pytest.mark.parametrize("case", ["cuda", "unknown_device", "epochs_0", "bad_contents", "corrupt_onnx_predict",
                                   "corrupt_onnx_serve", "one_image_class", "empty_folder", "missing_checkpoint",
-                                  "no_such_dir"])
+                                  "no_such_dir", "wise_without_lp_ft"])
 def test_bad_input_is_one_line_exit_2(case, tmp_path, make_catalog, capsys, monkeypatch):
     data = make_catalog(tmp_path / "catalog")
     onnx = tmp_path / "m.onnx"
@@ -140,6 +140,8 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, make_catalog, capsys, monk
                           "--split", "all"], "no usable images"),
         "missing_checkpoint": (["evaluate", str(tmp_path / "missing.pt")], "no such checkpoint"),
         "no_such_dir": (["data", "scan", str(tmp_path / "nowhere")], "not a directory"),
+        "wise_without_lp_ft": (["train", "--data", str(data), "--out", str(tmp_path / "r"), "--wise", "0.5"],
+                               "needs --weights and --finetune full or last_stage"),
     }[case]
     if case == "cuda":
         monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -185,6 +187,25 @@ def test_the_cli_imports_no_torch_and_help_shows_every_default():
                 and a.help not in (None, "==SUPPRESS==") and a.dest != "help" and not isinstance(a.default, bool)]
         assert opts and all(f"--{a.dest.replace('_', '-')}" in helptext for a in opts)
         assert helptext.count("(default:") >= len(opts), name
+
+
+def test_weights_bring_the_transfer_defaults():
+    from prodvision.cli import _recipe_from_args
+    from prodvision.config import WISE_DEFAULT
+
+    def recipe(*extra):
+        args = build_parser().parse_args(["train", "--data", "product-icons", "--arch", "tf_efficientnet_lite0",
+                                          "--out", "r", *extra])
+        return _recipe_from_args(args)
+
+    r = recipe("--weights", "imagenet")
+    t = r.train
+    assert r.finetune == "full" and r.wise == WISE_DEFAULT and t.monitor == "epoch" and t.freeze_bn_stats
+    assert (t.optimizer, t.lr, t.batch_size, r.augment.scale) == ("adamw", 5e-5, 16, (0.6, 1.0))
+    assert recipe("--weights", "imagenet", "--wise", "1").wise is None  # the fine-tuned network as it is
+    assert recipe("--weights", "imagenet", "--finetune", "last_stage").wise is None
+    assert recipe("--weights", "imagenet", "--finetune", "probe").wise is None
+    assert recipe().wise is None and recipe().train.monitor == "val_acc"  # from scratch: the best epoch on validation
 
 
 def test_cli_lists_match_the_library():

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from prodvision.features import extract_features, feature_extractor, fit_linear_probe
-from prodvision.recipes import Recipe, get_or_train, prepare_data
+from prodvision.checkpoint import load_checkpoint
+from prodvision.errors import ConfigError
+from prodvision.recipes import Recipe, finetune_defaults, get_or_train, prepare_data, train_recipe, wise_average
 from prodvision.train import TrainConfig
 
 
@@ -120,3 +122,49 @@ def test_probe_folds_into_a_linear_layer(rng):
         out = lin(torch.from_numpy(f)).numpy()
     np.testing.assert_allclose(out, probe.decision_function(f), rtol=1e-4, atol=1e-4)
     assert (out.argmax(1) == probe.predict(f)).all()
+
+
+def test_wise_average_interpolates_float_weights_and_keeps_integer_buffers():
+    probe = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    tuned = {"w": torch.tensor([2.0, 4.0, -2.0]), "n": torch.tensor(9)}
+    assert torch.equal(wise_average(probe, tuned, 0.0)["w"], probe["w"])
+    assert torch.equal(wise_average(probe, tuned, 1.0)["w"], tuned["w"])
+    mid = wise_average(probe, tuned, 0.25)
+    assert torch.allclose(mid["w"], torch.tensor([0.5, 1.0, -0.5])) and mid["n"].item() == 9
+    with pytest.raises(ConfigError, match="same network"):
+        wise_average(probe, {"w": tuned["w"]}, 0.5)
+
+
+def test_wise_needs_lp_ft_a_fraction_and_the_last_epoch():
+    ft = TrainConfig(**finetune_defaults("full"))
+    ok = Recipe(name="x", weights="imagenet", arch="tf_efficientnet_lite0", finetune="full", train=ft, wise=0.5)
+    assert ok.train.monitor == "epoch"
+    for bad, match in ((dict(finetune="probe"), "needs finetune='full'"), (dict(wise=1.5), "between 0"),
+                       (dict(train=replace(ft, monitor="val_acc")), "monitor='epoch'")):
+        with pytest.raises(ConfigError, match=match):
+            replace(ok, **bad)
+    assert "wise" not in Recipe(name="x").experiment()  # older recipes keep their cache keys
+
+
+@pytest.mark.slow
+def test_lp_ft_with_wise_keeps_the_average_of_probe_and_last_epoch_also_when_resumed(tmp_path, make_catalog, cache):
+    data = make_catalog(tmp_path / "cat")
+    tiny = dict(arch="mini_resnet", data=str(data), size=16, in_chans=3, model_kwargs={"widths": (4, 8, 8)})
+    base = get_or_train(Recipe(name="base", **tiny, train=TrainConfig(epochs=1, batch_size=8, lr=0.05, device="cpu")),
+                        progress=False)
+    ft = TrainConfig(**{**finetune_defaults("full"), "epochs": 2, "lr": 0.01, "batch_size": 8, "device": "cpu"})
+    probe = train_recipe(Recipe(name="p", **tiny, weights=str(base.checkpoint), finetune="probe"), tmp_path / "p",
+                         progress=False)
+    r = Recipe(name="w", **tiny, weights=str(base.checkpoint), finetune="full", train=ft, wise=0.5)
+    run = train_recipe(r, tmp_path / "w", progress=False)
+    best, last = load_checkpoint(tmp_path / "w" / "best.pt"), load_checkpoint(tmp_path / "w" / "last.pt")
+    assert best["wise"] == 0.5 and run.history.wise["alpha"] == 0.5 and run.history.wise["epoch"] == 2
+    expected = wise_average(load_checkpoint(probe.checkpoint)["model"], last["model"], 0.5)
+    changed = [k for k, v in last["model"].items() if v.is_floating_point()
+               and not torch.equal(v, load_checkpoint(probe.checkpoint)["model"][k])]
+    assert changed  # fine-tuning moved the weights, so the average differs from both ends
+    for k, v in expected.items():
+        assert torch.allclose(best["model"][k], v, atol=1e-6), k
+    again = train_recipe(r, tmp_path / "w", progress=False)  # a finished run resumed: averaged once, not twice
+    for k, v in expected.items():
+        assert torch.allclose(load_checkpoint(again.checkpoint)["model"][k], v, atol=1e-6), k
