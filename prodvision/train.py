@@ -388,7 +388,8 @@ def _log(rec: dict, writer, show: bool) -> None:
             if k != "epoch" and v is not None:
                 writer.add_scalar(k, v, rec["epoch"])
     if show:
-        shown = {k: (f"{v:.4f}" if isinstance(v, float) and k not in ("img_per_s", "peak_rss_mb", "time_s")
+        shown = {k: (f"{v:.2e}" if k == "lr" and 0 < v < 1e-3  # fine-tuning rates such as 5e-5, not "0.0000"
+                     else f"{v:.4f}" if isinstance(v, float) and k not in ("img_per_s", "peak_rss_mb", "time_s")
                      else f"{v:.0f}" if isinstance(v, float) else v) for k, v in rec.items() if v is not None}
         print(" ".join(f"{k}={v}" for k, v in shown.items()), flush=True)
 

@@ -88,11 +88,25 @@ def test_scan_cli_text_and_json(tiny_folder, capsys):
     assert main(["data", "scan", str(tiny_folder), "--strict"]) == 1
 
 
+def test_the_icon_sets_documentation_is_not_reported_but_anything_else_is(tmp_path, monkeypatch):
+    from prodvision.data import icons
+
+    root = tmp_path / "product-icons"
+    (root / "bag").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i * 90, 0, 0)).save(root / "bag" / f"{i}.png")
+    for name in (*icons.SET_FILES, "notes.txt"):
+        (root / name).write_text("x")
+    (root / "bag" / "README.md").write_text("inside a class folder: not the set's documentation")
+    monkeypatch.setattr(icons, "product_icons_dir", lambda: root)
+    assert sorted(s.path.split("/")[-1] for s in load_product_icons().skipped) == ["README.md", "notes.txt"]
+
+
 def test_product_icon_set_loads_through_image_folder():
     ds = load_product_icons()
     counts = np.bincount(ds.targets, minlength=len(ds.classes))
     assert len(ds.classes) >= 6 and counts.min() >= 40
-    assert all(s.code == "no_label" for s in ds.skipped)  # only the README/MANIFEST/ATTRIBUTION at the top level
+    assert not ds.skipped  # the set's README/MANIFEST/ATTRIBUTION are its documentation, not skipped data
     img, _ = ds[0]
     assert img.mode == "RGB" and img.size == (128, 128)
     styles = {p.split("/")[-1].split("_")[0] for p, _ in ds.samples}

@@ -228,3 +228,12 @@ def test_micro_batches_give_the_same_update():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="micro_batch"):
         TrainConfig(micro_batch=0)
+
+
+def test_epoch_line_shows_a_fine_tuning_learning_rate(capsys):
+    from prodvision.train import _log
+
+    for lr, shown in ((5e-5, "lr=5.00e-05"), (0.198, "lr=0.1980"), (0.0, "lr=0.0000")):
+        _log({"epoch": 1, "train_loss": 0.5, "lr": lr, "time_s": 3.2}, None, True)
+        line = capsys.readouterr().out
+        assert f" {shown} " in line and "time_s=3" in line, line

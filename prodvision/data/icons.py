@@ -25,9 +25,17 @@ def product_icons_dir() -> Path:
     return folder
 
 
+#: The set's own documentation at its top level: part of the set, not files the loader failed to use.
+SET_FILES = ("README.md", "ATTRIBUTION.md", "MANIFEST.csv")
+
+
 def load_product_icons(*, transform: Callable | None = None, verify: bool = True) -> CatalogDataset:
-    """The product-icon set through the ImageFolder loader (RGB PNGs, one folder per class)."""
-    return CatalogDataset.from_folder(product_icons_dir(), transform=transform, verify=verify)
+    """The product-icon set through the ImageFolder loader (RGB PNGs, one folder per class). Anything it skips is
+    reported (``skipped``), except the set's own documentation files (``SET_FILES``)."""
+    root = product_icons_dir()
+    ds = CatalogDataset.from_folder(root, transform=transform, verify=verify)
+    ds.skipped = [s for s in ds.skipped if not (Path(s.path).parent == root and Path(s.path).name in SET_FILES)]
+    return ds
 
 
 def icon_groups(ds: CatalogDataset) -> list[str]:
