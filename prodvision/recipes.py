@@ -333,8 +333,7 @@ def _finetune(recipe: Recipe, model: nn.Module, data: PreparedData, out: Path, m
     fx = feature_extractor(model, head)
     f_tr, y_tr = extract_features(fx, plain_train, key=key, device=recipe.train.device, progress=progress)
     _set(model, head, probe_to_linear(fit_linear_probe(f_tr, y_tr)))
-    val_logits, val_y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=64), device=recipe.train.device)
-    loss, acc = loss_and_accuracy(val_logits, val_y)
+    loss, acc = _val_metrics(model, data, recipe)
     lp = {"epoch": 0, "val_loss": loss, "val_acc": acc}
     lp_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if recipe.finetune == "probe":
@@ -361,9 +360,7 @@ def _finetune(recipe: Recipe, model: nn.Module, data: PreparedData, out: Path, m
             # the fine-tuned end point: a resumed full run's best.pt holds the average already, last.pt never does
             ft = load_checkpoint(out / "last.pt")["model"] if recipe.finetune == "full" else model.state_dict()
             model.load_state_dict(wise_average(lp_state, ft, recipe.wise))
-            val_logits, val_y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=64),
-                                        device=recipe.train.device)
-            loss, acc = loss_and_accuracy(val_logits, val_y)
+            loss, acc = _val_metrics(model, data, recipe)
             hist.wise = {"alpha": recipe.wise, "epoch": len(hist.epochs) - 1, "val_loss": loss, "val_acc": acc}
     if recipe.finetune != "full" or hist.best_epoch == 0 or recipe.wise is not None:  # best.pt is not fit's
         ck = {"model": model.state_dict(), "epoch": len(hist.epochs) - 1, "config": recipe.train.to_dict(),
@@ -374,6 +371,12 @@ def _finetune(recipe: Recipe, model: nn.Module, data: PreparedData, out: Path, m
             save_checkpoint(ck, out / "last.pt")
     hist.checkpoint = str(out / "best.pt")
     return hist
+
+
+def _val_metrics(model: nn.Module, data: PreparedData, recipe: Recipe) -> tuple[float, float]:
+    """Validation loss and accuracy of a model ``_finetune`` made outside ``fit`` (the probe, the WiSE average)."""
+    logits, y = predict(model, torch.utils.data.DataLoader(data.val, batch_size=64), device=recipe.train.device)
+    return loss_and_accuracy(logits, y)
 
 
 def wise_average(probe: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
