@@ -119,10 +119,18 @@ def _predicted(model: nn.Module, images: torch.Tensor) -> list[int]:
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-image Spearman rank correlation of two stacks of maps ``(B, H, W)``; 0 where a map is constant."""
+    """Per-image Spearman rank correlation of two stacks of maps ``(B, H, W)``; NaN where either map is constant
+    (a blank map has no ranking: it is neither correlated nor decorrelated)."""
     from scipy.stats import spearmanr
 
-    return np.array([spearmanr(u.ravel(), v.ravel()).statistic if u.std() and v.std() else 0.0 for u, v in zip(a, b)])
+    return np.array([spearmanr(u.ravel(), v.ravel()).statistic if u.std() and v.std() else np.nan
+                     for u, v in zip(a, b)])
+
+
+def _abs_rho_blank_as_unchanged(rho: np.ndarray) -> np.ndarray:
+    """|rho| per image with a blank (constant) map counted as 1, i.e. as a *failed* randomisation check: a method that
+    returns nothing after its weights are re-drawn has not shown that its maps depend on them."""
+    return np.where(np.isnan(rho), 1.0, np.abs(rho))
 
 
 def sanity_check(model: nn.Module, images: torch.Tensor, targets: Sequence[int] | None = None, *,
@@ -133,15 +141,20 @@ def sanity_check(model: nn.Module, images: torch.Tensor, targets: Sequence[int] 
     near 1 (or near -1: a map's sign can flip, e.g. EigenCAM's principal component) would mean the method shows image
     structure, not what the model learned -- hence the test statistic is |Spearman| per image.
 
+    A map that comes out constant (blank: e.g. ReLU of a negative sum everywhere) has no ranking; its ``spearman`` is
+    NaN and its ``abs_spearman`` 1.0 -- counted as a failure, so blank randomised maps cannot pass the check.
+
     Returns:
-        ``{"spearman": per-image array, "abs_spearman": per-image |rho|, "mean_abs_spearman": float,
-        "trained": maps, "random": maps}``.
+        ``{"spearman": per-image array (NaN where a map is blank), "abs_spearman": per-image |rho| (1 where blank),
+        "mean_abs_spearman": float, "blank_trained": int, "blank_random": int, "trained": maps, "random": maps}``.
     """
     targets = _predicted(model, images) if targets is None else list(targets)
     a = cam(model, images, targets, method=method, arch=arch, layer=layer)
     b = cam(randomize(model, seed), images, targets, method=method, arch=arch, layer=layer)
     rho = _spearman(a, b)
-    return {"spearman": rho, "abs_spearman": np.abs(rho), "mean_abs_spearman": float(np.abs(rho).mean()),
+    abs_rho = _abs_rho_blank_as_unchanged(rho)
+    return {"spearman": rho, "abs_spearman": abs_rho, "mean_abs_spearman": float(abs_rho.mean()),
+            "blank_trained": int((a.std(axis=(1, 2)) == 0).sum()), "blank_random": int((b.std(axis=(1, 2)) == 0).sum()),
             "trained": a, "random": b}
 
 
@@ -155,8 +168,8 @@ def cascading_randomization(model: nn.Module, images: torch.Tensor, targets: Seq
         stages: module names from the output towards the input, e.g. ``["fc", "layer3", "layer2", "layer1", "stem"]``.
 
     Returns:
-        A DataFrame with one row per step: ``randomized`` (down to this stage), ``mean_abs_spearman`` and the
-        per-image ``abs_spearman`` array.
+        A DataFrame with one row per step: ``randomized`` (down to this stage), ``mean_abs_spearman``, ``blank``
+        (randomised maps that came out constant, each counted as |rho| = 1) and the per-image ``abs_spearman`` array.
     """
     import pandas as pd
 
@@ -164,8 +177,10 @@ def cascading_randomization(model: nn.Module, images: torch.Tensor, targets: Seq
     rows = []
     for i, stage in enumerate(stages):
         rnd = randomize(model, seed, modules=stages[: i + 1])
-        rho = np.abs(_spearman(base, cam(rnd, images, targets, method=method, arch=arch, layer=layer)))
-        rows.append({"randomized": f"down to {stage}", "mean_abs_spearman": float(rho.mean()), "abs_spearman": rho})
+        maps = cam(rnd, images, targets, method=method, arch=arch, layer=layer)
+        rho = _abs_rho_blank_as_unchanged(_spearman(base, maps))
+        rows.append({"randomized": f"down to {stage}", "mean_abs_spearman": float(rho.mean()),
+                     "blank": int((maps.std(axis=(1, 2)) == 0).sum()), "abs_spearman": rho})
     return pd.DataFrame(rows)
 
 

@@ -73,11 +73,29 @@ def test_sanity_check_and_faithfulness():
     x = torch.randn(4, 1, 16, 16)
     res = explain.sanity_check(model, x, arch="mini_resnet")
     assert res["spearman"].shape == (4,) and 0 <= res["mean_abs_spearman"] <= 1
-    np.testing.assert_allclose(res["abs_spearman"], np.abs(res["spearman"]))
+    blank = np.isnan(res["spearman"])
+    np.testing.assert_allclose(res["abs_spearman"][~blank], np.abs(res["spearman"][~blank]))
+    assert (res["abs_spearman"][blank] == 1).all()
     assert not np.allclose(res["trained"], res["random"])
     f = explain.faithfulness(model, x, res["trained"], targets=[0, 1, 2, 0], percentiles=(20, 80))
     assert set(f) == {"road_combined", "road_morf", "road_lerf", "confidence_change"}
     assert all(v.shape == (4,) and np.isfinite(v).all() for v in f.values())  # per image, for intervals
+
+
+def test_blank_maps_count_as_failed_sanity_checks(monkeypatch):
+    """A method whose randomised maps are blank must not look like perfect decorrelation (|rho| = 0): they count as
+    |rho| = 1, and the number of blank maps is reported."""
+    model = _small().eval()
+    x = torch.randn(4, 1, 16, 16)
+    ramp = np.broadcast_to(np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16), (4, 16, 16)).copy()
+    calls = iter([ramp, np.zeros_like(ramp)])  # the trained model's maps, then the randomised model's: all blank
+    monkeypatch.setattr(explain, "cam", lambda *a, **k: next(calls))
+    res = explain.sanity_check(model, x, [0] * 4, arch="mini_resnet")
+    assert res["blank_random"] == 4 and res["blank_trained"] == 0
+    assert res["mean_abs_spearman"] == 1.0 and np.isnan(res["spearman"]).all()
+    calls = iter([ramp, np.zeros_like(ramp), ramp[::-1].copy()])
+    df = explain.cascading_randomization(model, x, [0] * 4, ["fc", "layer3"], arch="mini_resnet")
+    assert list(df["blank"]) == [4, 0] and np.allclose(df["mean_abs_spearman"], [1.0, 1.0])  # blank; reversed ramp
 
 
 def test_cascading_randomization_goes_from_the_top_down():
