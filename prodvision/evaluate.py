@@ -173,6 +173,33 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: i
                  / len(targets))
 
 
+def ece_interval(probs: np.ndarray, targets: np.ndarray, *, n_bins: int = 15, confidence: float = 0.95,
+                 n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """``(ece, low, high)``: :func:`expected_calibration_error` with a bootstrap percentile interval over images.
+
+    ECE is not a mean of per-image values, so :func:`prodvision.claims.claim` cannot bootstrap it; here each draw
+    resamples the images (multinomial counts) and recomputes the binned gaps. ``probs`` (N, K), ``targets`` (N,).
+    """
+    conf = probs.max(1)
+    correct = (probs.argmax(1) == targets).astype(np.float64)
+    edges = np.linspace(0, 1, n_bins + 1)
+    onehot = np.eye(n_bins)[np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)]  # (N, bins)
+    gap = (correct - conf)[:, None] * onehot  # (N, bins): each image's accuracy - confidence in its bin
+    n, rng, draws = len(conf), np.random.default_rng(seed), []
+    for start in range(0, n_boot, 200):
+        w = rng.multinomial(n, np.full(n, 1 / n), size=min(200, n_boot - start)).astype(np.float64)  # (c, N)
+        draws.append(np.abs(w @ gap).sum(1) / n)
+    lo, hi = np.quantile(np.concatenate(draws), [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return float(np.abs(gap.sum(0)).sum() / n), float(lo), float(hi)
+
+
+def log_loss_per_item(logits: np.ndarray, targets: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Each image's negative log-likelihood of its true class under ``softmax(logits / temperature)``: (N,)."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(1, keepdims=True)
+    return np.log(np.exp(z).sum(1)) - z[np.arange(len(z)), np.asarray(targets)]
+
+
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     """The temperature T > 0 minimising the NLL of ``softmax(logits / T)`` (fit on validation, never on test)."""
     from scipy.optimize import minimize_scalar

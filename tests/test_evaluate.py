@@ -119,3 +119,29 @@ def test_robustness_table(tiny_model):
     assert list(df.columns) == ["model", "shift", "strength", "accuracy"] and len(df) == 4
     base = df[df["strength"] == 0.0]["accuracy"].unique()
     assert len(base) == 1  # strength 0 is the unshifted accuracy for every shift
+
+
+def test_log_loss_per_item_is_cross_entropy_per_image_at_any_temperature():
+    rng = np.random.default_rng(0)
+    logits, targets = rng.normal(size=(50, 7)) * 5, rng.integers(0, 7, 50)
+    for t in (1.0, 2.5):
+        want = torch.nn.functional.cross_entropy(torch.from_numpy(logits / t), torch.from_numpy(targets),
+                                                 reduction="none").numpy()
+        np.testing.assert_allclose(ev.log_loss_per_item(logits, targets, t), want, rtol=1e-10, atol=1e-12)
+
+
+def test_ece_interval_brackets_the_ece_and_shrinks_with_more_images():
+    rng = np.random.default_rng(1)
+
+    def overconfident(n):  # confidence ~0.95, accuracy ~0.7: ECE about 0.25
+        probs = np.full((n, 2), 0.05)
+        probs[:, 0] = 0.95
+        targets = (rng.random(n) > 0.7).astype(int)
+        return probs, targets
+
+    small, large = overconfident(200), overconfident(5000)
+    ece, lo, hi = ev.ece_interval(*small)
+    assert ece == pytest.approx(ev.expected_calibration_error(*small))
+    assert lo <= ece <= hi and 0.15 < ece < 0.35
+    ece_l, lo_l, hi_l = ev.ece_interval(*large)
+    assert (hi_l - lo_l) < (hi - lo) / 3  # ~sqrt(25) = 5 times narrower
