@@ -45,6 +45,11 @@ def test_overrides_equal_to_the_defaults_keep_the_recipe():
                      ("vgg", dict(widths=(16, 32, 64), **common))):
         assert course.default_recipe(role, **kw).key() == course.default_recipe(role).key()
     assert course.default_recipe("vgg", epochs=9).key() != course.default_recipe("vgg").key()
+    # notebook 05 at its defaults trains (and registers) the few-image role's default recipe, which 06 calibrates
+    few = course.default_recipe("few_images", epochs=150, widths=(16, 32, 64), batch_size=64, seed=0,
+                                augment={"hflip": 0.0}, labels_per_class=20, device="auto")
+    assert few.key() == course.default_recipe("few_images").key()
+    assert (few.labels_per_class, few.val_per_class, few.train.monitor) == (20, 10, "epoch")
 
 
 def test_overrides_from_papermill_parameters():
