@@ -18,17 +18,29 @@ Which interval is used (chosen automatically from the inputs):
 
 ``on="interval"`` (default) tests the interval (a claim about the population of items/seeds); ``on="estimate"``
 tests the point estimate against a fixed target (e.g. a reported number) and prints the interval for context.
+
+**The registry.** Every claim the course tests is declared in advance in ``prodvision/claims.toml``: its id,
+statement, comparison, threshold, confidence level and whether it is a lesson's *headline* (tested at the registry's
+headline level). Notebooks call :func:`registered` (through :meth:`prodvision.results.RunRecord.claim`) with the id
+and the data only, so changing a claim is a visible diff of that file; ``tests/test_claims_registry.py`` fails when a
+notebook passes a threshold inline, an entry is unused or a headline is not checked.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["Claim", "ClaimError", "claim", "wilson_interval", "mean_interval"]
+__all__ = ["Claim", "ClaimError", "claim", "wilson_interval", "mean_interval", "load_registry", "registered",
+           "REGISTRY_PATH"]
+
+REGISTRY_PATH = Path(__file__).with_name("claims.toml")
 
 _OPS = (">", ">=", "<", "<=", "within")
 _ONS = ("interval", "estimate")
@@ -81,6 +93,18 @@ class Claim:
     method: str
     holds: bool
     binary: bool = False  # all values 0/1: report in % and percentage points
+    claim_id: str | None = None  # the registry id (prodvision/claims.toml), when the claim is a registered one
+    headline: bool = False  # the effect the lesson exists to teach (tested at the registry's headline level)
+    check: bool = True  # False: reported with its interval, not asserted
+
+    def record(self) -> dict[str, Any]:
+        """The claim as a run-record entry (``results/<notebook>.json``, key ``claims``)."""
+        return {"id": self.claim_id, "statement": self.statement, "headline": self.headline, "check": self.check,
+                "op": self.op, "threshold": self.value, "on": self.on, "level": self.confidence,
+                "estimate": self.estimate, "ci_low": self.low, "ci_high": self.high,
+                "verdict": "holds" if self.holds else "does not hold", "method": self.method,
+                "n_items": self.n_items, "n_runs": self.n_runs, "binary": self.binary,
+                "difference": self.b_mean is not None}
 
     def _fmt(self, x: float, diff: bool) -> str:
         if self.binary:
@@ -95,7 +119,8 @@ class Claim:
         over = f"{self.n_items:,} items" if self.n_runs == 1 else f"{self.n_runs} runs x {self.n_items:,} items"
         method = "Wilson score" if self.method == "wilson" else self.method
         ci = f"[{conf} {self._fmt(self.low, diff)}, {self._fmt(self.high, diff)}], {method} over {over}"
-        lines = [f"Claim: {self.statement}"]
+        kind = ("headline claim" if self.headline else "claim") if self.check else "reported, not asserted"
+        lines = [f"Claim: {self.statement}" + (f"  [{self.claim_id}, {kind}]" if self.claim_id else "")]
         if diff:
             lines.append(f"  {self.names[0]} {self._fmt(self.a_mean, False)}   "
                          f"{self.names[1]} {self._fmt(self.b_mean, False)}")
@@ -253,3 +278,122 @@ def _hier_boot_means(d: np.ndarray, n_boot: int, rng: np.random.Generator) -> np
         items = rng.integers(0, n, (c, n))
         out.append(np.take_along_axis(per_item, items, axis=1).mean(1))
     return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------------------------------- the registry
+_ENTRY_KEYS = {"notebook", "statement", "op", "value", "headline", "check", "on", "names", "note"}
+_PARAM = re.compile(r"^\{(\w+)\}$")  # a threshold given as "{parameter}": the notebook parameter's value
+
+
+@functools.lru_cache(maxsize=4)
+def load_registry(path: str | Path = REGISTRY_PATH) -> dict[str, Any]:
+    """Read and validate the claims registry (TOML). Returns ``{"policy", "claims": {id: entry}, "pending"}``.
+
+    Each entry has ``notebook``, ``statement`` (may hold ``{name}`` fields filled at call time), ``op``, ``value``
+    (a number, or ``"{param}"`` for a notebook parameter), ``headline`` and optionally ``check`` (default true),
+    ``on`` (default ``"interval"``), ``names`` and ``note``. Headlines are tested at ``policy.headline_confidence``,
+    the others at ``policy.confidence``; a headline must be checked on its interval.
+
+    ``[pending]`` maps a lesson whose headline experiment is not built yet to the reason (shown in the README).
+
+    Raises:
+        ValueError: The file is missing, not TOML, or an entry is malformed; the message names the entry.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the claims registry: {e}") from None
+    policy = raw.get("policy", {})
+    for key in ("confidence", "headline_confidence"):
+        if not isinstance(policy.get(key), float):
+            raise ValueError(f"{path}: [policy] needs {key} = a level in (0, 1), e.g. 0.95")
+        _check_confidence(policy[key])
+    claims = raw.get("claims", {})
+    if policy.get("count") != len(claims):
+        raise ValueError(f"{path}: [policy] count = {policy.get('count')} but the registry holds {len(claims)} "
+                         "claims; update the count (it is how the registry says how many tests the course runs)")
+    for cid, e in claims.items():
+        where = f"{path}: claim {cid!r}"
+        if not isinstance(e, dict):
+            raise ValueError(f"{where}: expected a table")
+        unknown = set(e) - _ENTRY_KEYS
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_ENTRY_KEYS)}")
+        missing = {"notebook", "statement", "op", "value", "headline"} - set(e)
+        if missing:
+            raise ValueError(f"{where}: missing {sorted(missing)}")
+        if not cid.startswith(e["notebook"][:2] + "."):
+            raise ValueError(f"{where}: ids start with the notebook's number, e.g. {e['notebook'][:2]}.name")
+        if e["op"] not in _OPS or e.get("on", "interval") not in _ONS:
+            raise ValueError(f"{where}: op must be one of {_OPS} and on one of {_ONS}")
+        if not isinstance(e["value"], (int, float)) and not (isinstance(e["value"], str) and _PARAM.match(e["value"])):
+            raise ValueError(f"{where}: value must be a number or '{{parameter}}', got {e['value']!r}")
+        if e["headline"] and (not e.get("check", True) or e.get("on", "interval") != "interval"):
+            raise ValueError(f"{where}: a headline claim is checked (check = true) on its interval (on = 'interval')")
+    pending = raw.get("pending", {})
+    if not all(isinstance(v, str) for v in pending.values()):
+        raise ValueError(f"{path}: [pending] maps a notebook to the reason its headline is still missing")
+    return {"policy": policy, "claims": claims, "pending": pending}
+
+
+def registered(claim_id: str, a: Any, b: Any = None, *, params: Mapping[str, Any] | None = None,
+               fmt: Mapping[str, Any] | None = None, names: tuple[str, str] | None = None,
+               registry: str | Path = REGISTRY_PATH, n_boot: int = 10_000, seed: int = 0,
+               quiet: bool = False, raise_on_fail: bool = True) -> Claim:
+    """Test the registered claim ``claim_id`` on data: statement, comparison, threshold, level and ``check`` all come
+    from the registry; the caller passes only the per-item values (as for :func:`claim`).
+
+    Args:
+        claim_id: An id of ``prodvision/claims.toml``, e.g. ``"05.augmentation_pays_once_it_can_overfit"``.
+        a, b: Per-item values, as for :func:`claim`.
+        params: The notebook's parameters: fill ``{name}`` fields of the statement and ``"{name}"`` thresholds.
+        fmt: Further values for the statement's ``{name}`` fields only (e.g. the member an ensemble is compared
+            with); never thresholds.
+        names: Display names of A and B (default: the entry's ``names``, else ``("A", "B")``).
+        raise_on_fail: Raise when a checked claim does not hold (False: the caller records, then raises).
+
+    Returns:
+        The :class:`Claim`, with its id and headline flag.
+
+    Raises:
+        KeyError: Unknown id (the message lists the notebook's ids).
+        ClaimError: The claim does not hold and the registry says it is checked.
+    """
+    reg = load_registry(registry)
+    entry = reg["claims"].get(claim_id)
+    if entry is None:
+        known = sorted(k for k in reg["claims"] if k[:3] == claim_id[:3])
+        raise KeyError(f"claim {claim_id!r} is not in {registry}; declare it there first (known here: {known})")
+    fields = {**(params or {}), **(fmt or {})}
+    value = entry["value"]
+    if isinstance(value, str):
+        pname = _PARAM.match(value).group(1)
+        if pname not in (params or {}):
+            raise KeyError(f"claim {claim_id!r}: its threshold is the parameter {pname!r}, which the run lacks")
+        value = float(params[pname])
+    try:
+        statement = entry["statement"].format(**fields)
+    except (KeyError, IndexError, ValueError) as e:
+        raise KeyError(f"claim {claim_id!r}: its statement needs the field {e}; pass it in params or fmt") from None
+    headline = bool(entry["headline"])
+    confidence = reg["policy"]["headline_confidence" if headline else "confidence"]
+    result = claim(statement, a, b, op=entry["op"], value=value, on=entry.get("on", "interval"),
+                   confidence=confidence, n_boot=n_boot, seed=seed,
+                   names=tuple(names or entry.get("names", ("A", "B"))), check=False, quiet=True)
+    result = _with_id(result, claim_id, headline, bool(entry.get("check", True)))
+    if not quiet:
+        print(result.report())
+    if raise_on_fail and result.check and not result.holds:
+        raise ClaimError(result.report())
+    return result
+
+
+def _with_id(c: Claim, claim_id: str, headline: bool, check: bool) -> Claim:
+    import dataclasses
+
+    return dataclasses.replace(c, claim_id=claim_id, headline=headline, check=check)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .claims import REGISTRY_PATH, ClaimError, load_registry, registered
 from .paths import results_dir
 
 __all__ = ["RunRecord", "machine_info"]
@@ -39,13 +40,34 @@ class RunRecord:
 
         run = RunRecord("06_evaluation", params={"epochs": 4, "seed": 0})
         run.log(test_acc=0.921, macro_f1=0.92)
+        gain = run.claim("06.temperature_scaling_lowers_nll", nll_before, nll_after)  # declared in claims.toml
         run.save()
     """
 
     def __init__(self, name: str, params: dict[str, Any] | None = None):
         self.name, self.params = name, dict(params or {})
         self.metrics: dict[str, Any] = {}
+        self._claims: dict[tuple[str, str], dict[str, Any]] = {}  # (id, statement) -> record: a re-run cell replaces
         self._t0 = time.perf_counter()
+
+    def claim(self, claim_id: str, a: Any, b: Any = None, *, registry: str | os.PathLike | None = None,
+              **kwargs: Any):
+        """Test the registered claim ``claim_id`` (:func:`prodvision.claims.registered`) with this run's parameters
+        and record it (also when it does not hold; then :class:`ClaimError` is raised)."""
+        registry = registry or REGISTRY_PATH
+        entry = load_registry(registry)["claims"].get(claim_id)
+        if entry is not None and entry["notebook"] != self.name:
+            raise KeyError(f"claim {claim_id!r} belongs to {entry['notebook']}, not {self.name}")
+        result = registered(claim_id, a, b, params=self.params, registry=registry, raise_on_fail=False, **kwargs)
+        self._claims[(claim_id, result.statement)] = result.record()
+        if result.check and not result.holds:
+            raise ClaimError(result.report())
+        return result
+
+    @property
+    def claims(self) -> list[dict[str, Any]]:
+        """The claims tested so far, in order, as run-record entries."""
+        return list(self._claims.values())
 
     def log(self, **metrics: Any) -> None:
         for k, v in metrics.items():
@@ -54,7 +76,7 @@ class RunRecord:
     def save(self, folder: str | os.PathLike | None = None) -> Path:
         folder = Path(folder) if folder is not None else results_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        rec = {"notebook": self.name, "metrics": self.metrics, "params": self.params,
+        rec = {"notebook": self.name, "metrics": self.metrics, "claims": self.claims, "params": self.params,
                "seed": self.params.get("seed"), "wall_time_s": round(time.perf_counter() - self._t0, 1),
                "machine": machine_info()}
         path = folder / f"{self.name}.json"

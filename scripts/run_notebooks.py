@@ -101,18 +101,19 @@ def summarize(times: dict[str, float], results: Path = RESULTS) -> dict:
     old = json.loads(path.read_text()) if path.exists() else {}
     runtimes = {**old.get("runtime_s", {}), **times}
     runtimes = {k: runtimes[k] for k in sorted(runtimes) if (NB_DIR / f"{k}.ipynb").exists()}
-    best, best_nb, headlines = None, None, {}
+    best, best_nb, headlines, claims = None, None, {}, {}
     for rec_path in sorted(results.glob("[0-9]*.json")):
         rec = json.loads(rec_path.read_text())
         m = rec.get("metrics", {})
         headlines[rec["notebook"]] = {k: v for k, v in m.items() if isinstance(v, (int, float))}
+        claims[rec["notebook"]] = [c for c in rec.get("claims", []) if c.get("headline")]
         acc = m.get("fashion_mnist_best_test_acc")
         if acc is not None and (best is None or acc > best):
             best, best_nb = acc, rec["notebook"]
         machine = rec.get("machine", {})
     summary = {"runtime_s": runtimes, "total_runtime_s": round(sum(runtimes.values()), 1),
                "fashion_mnist_best_test_acc": best, "fashion_mnist_best_from": best_nb,
-               "machine": machine if headlines else {}, "headlines": headlines}
+               "machine": machine if headlines else {}, "headlines": headlines, "headline_claims": claims}
     results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -131,7 +132,26 @@ def readme_table(summary: dict) -> str:
              f"**{best * 100:.2f}%** (`{summary['fashion_mnist_best_from']}`)." if best is not None else "",
              f"Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}"
              f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}."]
+    rows += ["", "Each lesson's headline claims (declared in `prodvision/claims.toml` before the run; tested at 99%):", "",
+             "| notebook | headline claim | estimate [99% CI] | verdict |", "|---|---|---|---|"]
+    for nb, cs in summary.get("headline_claims", {}).items():
+        for c in cs:
+            diff = c.get("difference", False)
+            scale, unit = (100, " points" if diff else "%") if c.get("binary") else (1, "")
+            fmt = "{:+.2f}" if diff else "{:.2f}" if c.get("binary") else "{:.4f}"
+            est = (fmt.format(scale * c["estimate"]) + f" [{fmt.format(scale * c['ci_low'])}, "
+                   f"{fmt.format(scale * c['ci_high'])}]{unit}")
+            rows.append(f"| `{nb[:2]}` | {c['statement']} | {est} | {c['verdict']} |")
+    pending = _pending()
+    rows += [f"| `{nb[:2]}` | *no headline yet:* {why} | | pending |" for nb, why in pending.items()]
     return "\n".join(rows)
+
+
+def _pending() -> dict[str, str]:
+    sys.path.insert(0, str(ROOT))
+    from prodvision.claims import load_registry
+
+    return load_registry()["pending"]
 
 
 def update_readme(summary: dict) -> None:
