@@ -57,11 +57,24 @@ def test_ends_with_summary_and_exercises(nb):
     after = cells[summary[0] + 1]
     assert after["cell_type"] == "code" and "print(" in "".join(after["source"]), \
         "the summary is printed from the outputs (numbers computed, not typed)"
-    exercises = md[-1]
-    assert exercises.startswith("## Exercises"), "the notebook ends with its exercises"
+    start = [i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
+             and "".join(c["source"]).startswith("## Exercises")]
+    assert start and start[0] > summary[0], "the exercises follow the summary"
+    exercises = "".join(cells[start[0]]["source"])
     items = re.findall(r"^\d+\. ", exercises, re.M)
     assert 3 <= len(items) <= 5, f"3-5 exercises, found {len(items)}"
-    assert "<details><summary>Worked solution" in exercises, "one worked solution (a collapsed block)"
+    rest = cells[start[0] + 1:]
+    heading = re.compile(r"^### Worked solution to exercise (\d+)\b")
+    solved = [int(m.group(1)) for c in rest if c["cell_type"] == "markdown"
+              and (m := heading.match("".join(c["source"])))]
+    assert solved and all(1 <= n <= len(items) for n in solved), "a worked solution to one of the exercises"
+    solution_cells = [c for c in rest if c["cell_type"] == "code"]
+    assert solution_cells and all("solution" in c["metadata"].get("tags", []) for c in solution_cells), \
+        "the worked solution is code that runs with the notebook (cells tagged 'solution')"
+    assert all(c.get("outputs") for c in solution_cells), "the worked solution is committed executed"
+    for c in [cells[start[0]], *rest]:  # a solution written as a code block in markdown would never run
+        assert c["cell_type"] == "code" or "```python" not in "".join(c["source"]), \
+            "worked solutions are code cells, not code blocks in markdown (CI would not run them)"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
