@@ -17,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from .config import CAM_METHODS, ImageLimits, ServeConfig
+from .cli_args import FRACTION, INPUT_SIZE, OPSET, PORT, POSITIVE, number
+from .config import CAM_METHODS, MAX_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS, ImageLimits, ServeConfig
 from .errors import ConfigError, DataError
 
 __all__ = ["register"]
@@ -158,23 +159,25 @@ def register(sub: argparse._SubParsersAction, formatter: type = argparse.Argumen
     e.add_argument("--out", default=".", help="output folder, or a file path whose suffix is set per format")
     e.add_argument("--format", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"],
                    help="formats to write")
-    e.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    e.add_argument("--opset", type=OPSET, default=ONNX_OPSET,
+                   help=f"ONNX opset, {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} (torch's TorchScript-based exporter; "
+                        "EfficientNet-Lite needs 11 or later)")
     e.add_argument("--check", default=None, metavar="DIR", help="parity check on images in DIR, exit 1 if it fails (default: no check)")
-    e.add_argument("--check-n", type=int, default=32, help="images used by --check")
-    e.add_argument("--atol", type=float, default=1e-4, help="largest allowed |logit difference| for --check")
+    e.add_argument("--check-n", type=POSITIVE, default=32, help="images used by --check")
+    e.add_argument("--atol", type=number(0), default=1e-4, help="largest allowed |logit difference| for --check")
     e.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="classify image files or folders (exit 1 if any file fails)",
                        formatter_class=formatter)
     p.add_argument("model", help="a checkpoint .pt, or an exported .onnx / .ts")
     p.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders (walked, sorted)")
-    p.add_argument("--top-k", type=int, default=3, help="classes listed per image")
-    p.add_argument("--unsure-below", type=float, default=None,
+    p.add_argument("--top-k", type=POSITIVE, default=3, help="classes listed per image")
+    p.add_argument("--unsure-below", type=FRACTION, default=None,
                    help="mark predictions below this top probability unsure (default: the model's own threshold)")
     p.add_argument("--json", action="store_true", help="print {'results': [...]} JSON on stdout")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
-    p.add_argument("--max-pixels", type=int, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per forward pass")
+    p.add_argument("--threads", type=POSITIVE, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
+    p.add_argument("--max-pixels", type=POSITIVE, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
     p.set_defaults(func=_cmd_predict)
 
     c = sub.add_parser("cam", help="Grad-CAM overlays of images and folders: one captioned PNG each, a contact sheet",
@@ -184,22 +187,22 @@ def register(sub: argparse._SubParsersAction, formatter: type = argparse.Argumen
     c.add_argument("--out", required=True, help="output folder (or a .png path for a single image)")
     c.add_argument("--method", default="gradcam", choices=CAM_METHODS, help="CAM method (grad-cam package)")
     c.add_argument("--target", default=None, help="class name to explain (default: each image's predicted class)")
-    c.add_argument("--size", type=int, default=224, help="side of each overlay in px")
-    c.add_argument("--max-pixels", type=int, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
+    c.add_argument("--size", type=INPUT_SIZE, default=224, help=f"side of each overlay in px, up to {MAX_INPUT_SIZE}")
+    c.add_argument("--max-pixels", type=POSITIVE, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
     c.set_defaults(func=_cmd_cam)
 
     s = sub.add_parser("serve", help="HTTP service: POST /predict, POST /cam, upload page at /", formatter_class=formatter)
     s.add_argument("model", help="a checkpoint .pt (exported to ONNX at start-up; enables /cam), .onnx or .ts")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    s.add_argument("--port", type=int, default=8000, help="TCP port")
-    s.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="max request body in MB")
-    s.add_argument("--max-pixels", type=int, default=d.max_pixels, help="max pixels per image (else 422)")
-    s.add_argument("--max-side", type=int, default=d.max_side, help="max image side in px (else 422)")
-    s.add_argument("--max-files", type=int, default=d.max_files, help="max files per /predict request")
-    s.add_argument("--decode-budget-mb", type=float, default=d.decode_budget_mb,
+    s.add_argument("--port", type=PORT, default=8000, help="TCP port, 1 to 65535")
+    s.add_argument("--max-upload-mb", type=number(0, lo_open=True), default=d.max_upload_mb, help="max request body in MB")
+    s.add_argument("--max-pixels", type=POSITIVE, default=d.max_pixels, help="max pixels per image (else 422)")
+    s.add_argument("--max-side", type=POSITIVE, default=d.max_side, help="max image side in px (else 422)")
+    s.add_argument("--max-files", type=POSITIVE, default=d.max_files, help="max files per /predict request")
+    s.add_argument("--decode-budget-mb", type=number(0, lo_open=True), default=d.decode_budget_mb,
                    help="decoded-pixel memory all uploads may use at once; more wait their turn")
-    s.add_argument("--top-k", type=int, default=d.top_k, help="classes returned per image")
-    s.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime intra-op threads (default: ORT's)")
+    s.add_argument("--top-k", type=POSITIVE, default=d.top_k, help="classes returned per image")
+    s.add_argument("--threads", type=POSITIVE, default=d.threads, help="ONNX Runtime intra-op threads (default: ORT's)")
     s.add_argument("--cam-method", default=d.cam_method, choices=CAM_METHODS, help="CAM method of POST /cam")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="uvicorn log level")
