@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -105,16 +106,19 @@ def _cmd_cam(args) -> int:
     if Path(args.model).suffix.lower() not in (".pt", ".pth"):
         raise ConfigError(f"{args.model}: CAM needs the eager model; pass the training checkpoint (.pt), "
                           "not an exported .onnx/.ts file")
-    model = load_deployed(args.model)  # loaded once for every image
-    if args.target is not None and args.target not in model.classes:
-        raise ConfigError(f"--target {args.target!r} is not one of the model's classes {model.classes}")
     files = _files(args.inputs)
     out = Path(args.out)
     single = len(files) == 1 and out.suffix.lower() == ".png"
     folder = out.parent if single else out
+    names, paths = _cam_paths(files, folder)  # a file given twice is refused before any work
+    if single:
+        paths = [out]
+    model = load_deployed(args.model)  # loaded once for every image
+    if args.target is not None and args.target not in model.classes:
+        raise ConfigError(f"--target {args.target!r} is not one of the model's classes {model.classes}")
     folder.mkdir(parents=True, exist_ok=True)
     tiles, failed = [], 0
-    for f in files:
+    for f, name, path in zip(files, names, paths):
         try:
             image = load_image(f, limits=ImageLimits(max_pixels=args.max_pixels))
         except ImageLoadError as e:
@@ -123,12 +127,12 @@ def _cmd_cam(args) -> int:
             continue
         ex = explain_image(model, image, target=args.target, method=args.method, size=args.size)
         truth = Path(f).parent.name  # an image folder's layout (one sub-folder per class) gives the true class
-        lines = [Path(f).name, f"predicted {ex.predicted} ({ex.probability:.0%})" + (" - UNSURE" if ex.unsure else ""),
+        lines = [name, f"predicted {ex.predicted} ({ex.probability:.0%})" + (" - UNSURE" if ex.unsure else ""),
                  *([f"true {truth}" + (" - right" if truth == ex.predicted else " - WRONG")]
                    if truth in model.classes else []),
                  f"{args.method} for {ex.label}"]
         tile = caption_image(ex.overlay, lines)
-        path = out if single else folder / f"{Path(f).stem}_cam.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(tile).save(path)
         tiles.append(tile)
         print(f"wrote {path}: {args.method} for class {ex.label!r} (predicted {ex.predicted!r}, "
@@ -138,6 +142,30 @@ def _cmd_cam(args) -> int:
         Image.fromarray(contact_sheet(tiles, ncols=min(6, len(tiles)))).save(sheet)
         print(f"wrote {sheet} ({len(tiles)} images)")
     return 1 if failed else 0
+
+
+def _cam_paths(files: list[Path], folder: Path) -> tuple[list[str], list[Path]]:
+    """Where ``cam`` writes each image's overlay: its path below the inputs' common folder, extension kept, plus
+    ``_cam.png`` -- ``photos/a/x.png`` and ``photos/b/x.png`` go to ``OUT/a/x.png_cam.png`` and ``OUT/b/x.png_cam.png``,
+    ``a/x.jpg`` beside them to ``OUT/a/x.jpg_cam.png`` -- so no two inputs share an output.
+
+    Returns:
+        ``(names, paths)``: each input's path below the common folder (for captions), and its output file.
+
+    Raises:
+        ConfigError: the same file is given twice (e.g. a folder and a file in it), which would write one output twice.
+    """
+    absolute = [Path(os.path.abspath(f)) for f in files]
+    root = Path(os.path.commonpath([p.parent for p in absolute]))
+    names = [p.relative_to(root).as_posix() for p in absolute]
+    paths = [folder / f"{n}_cam.png" for n in names]
+    first: dict[Path, Path] = {}
+    for f, path in zip(files, paths):
+        if path in first:
+            raise ConfigError(f"{first[path]} and {f} are the same file, so both would be written to {path}; "
+                              "name each image once")
+        first[path] = f
+    return names, paths
 
 
 def _cmd_serve(args) -> int:
@@ -184,7 +212,10 @@ def register(sub: argparse._SubParsersAction, formatter: type = argparse.Argumen
                        formatter_class=formatter)
     c.add_argument("model", help="a checkpoint .pt (CAM needs the eager model)")
     c.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR")
-    c.add_argument("--out", required=True, help="output folder (or a .png path for a single image)")
+    c.add_argument("--out", required=True,
+                   help="output folder, or a .png path for a single image. Each overlay keeps the image's path below "
+                        "the inputs' common folder and its extension: a/x.png -> OUT/a/x.png_cam.png, a/x.jpg -> "
+                        "OUT/a/x.jpg_cam.png, b/x.png -> OUT/b/x.png_cam.png; OUT/contact_sheet.png shows them all")
     c.add_argument("--method", default="gradcam", choices=CAM_METHODS, help="CAM method (grad-cam package)")
     c.add_argument("--target", default=None, help="class name to explain (default: each image's predicted class)")
     c.add_argument("--size", type=INPUT_SIZE, default=224, help=f"side of each overlay in px, up to {MAX_INPUT_SIZE}")
