@@ -9,8 +9,10 @@ Examples::
     prodvision evaluate runs/shop/best.pt --out runs/shop/report   # the held-out test split, with figures
 
 Startup is fast: this module imports only the standard library and the torch-free ``prodvision.config``; each
-subcommand imports what it needs. Errors about the user's input (:class:`prodvision.errors.ProdvisionError`) print
-one line and exit with status 2; anything else is a bug and keeps its traceback.
+subcommand imports what it needs. Every number is checked where it is parsed (``prodvision.cli_args``), so a value
+out of range is refused in one line naming the option, before PyTorch is imported. Errors about the user's input
+(argument errors and :class:`prodvision.errors.ProdvisionError`) print one line and exit with status 2; anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import json
 import sys
 from pathlib import Path
 
-from .config import (FINETUNE_MODES, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, WISE_DEFAULT, AugmentConfig, TrainConfig,
-                     default_batch_size, finetune_defaults)
+from .cli_args import COUNT, FRACTION, INPUT_SIZE, POSITIVE, SEED, Parser, number
+from .config import (FINETUNE_MODES, MAX_INPUT_SIZE, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, WISE_DEFAULT, AugmentConfig,
+                     TrainConfig, default_batch_size, finetune_defaults)
 from .errors import ConfigError, ProdvisionError
 
 __all__ = ["main", "build_parser"]
@@ -191,7 +194,7 @@ def _print_table(df) -> None:
 
 # ---------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="prodvision", description="Deep learning on product images.", formatter_class=_Help)
+    p = Parser(prog="prodvision", description="Deep learning on product images.", formatter_class=_Help)
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="datasets: fetch and check", formatter_class=_Help)
@@ -200,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=_Help)
     s.add_argument("dir")
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.add_argument("--max-pixels", type=int, default=50_000_000, help="refuse larger images (decompression bombs)")
+    s.add_argument("--max-pixels", type=POSITIVE, default=50_000_000, help="refuse larger images (decompression bombs)")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file is refused")
     s.set_defaults(func=_cmd_data_scan)
     f = dsub.add_parser("fetch", help="locate Fashion-MNIST (repo data/, $PRODVISION_DATA, Debian) and verify it",
@@ -225,28 +228,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finetune", default=None, choices=FINETUNE_MODES,
                    help="with --weights: probe = linear probe on frozen features; last_stage = probe head, then the "
                         "last stage + head on cached activations; full = probe head, then everything (default)")
-    for flag, key, kind, what in (("--epochs", "epochs", int, "passes over the training set"),
-                                  ("--lr", "lr", float, "peak learning rate")):
+    for flag, key, kind, what in (("--epochs", "epochs", POSITIVE, "passes over the training set"),
+                                  ("--lr", "lr", number(0, lo_open=True), "peak learning rate")):
         t.add_argument(flag, type=kind, default=None,
                        help=f"{what} (default {getattr(_T, key)}; with --weights: {_FT[key]:g} full, "
                             f"{_LS[key]:g} last_stage)")
-    t.add_argument("--batch-size", type=int, default=None,
+    t.add_argument("--batch-size", type=POSITIVE, default=None,
                    help="default by input size: " + ", ".join(f"{default_batch_size(s)} at {s} px"
                                                               for s in (28, 64, 128, 224)))
-    t.add_argument("--wise", type=float, default=None, metavar="ALPHA",
+    t.add_argument("--wise", type=FRACTION, default=None, metavar="ALPHA",
                    help=f"LP-FT: keep (1 - ALPHA) x the probe's weights + ALPHA x the fine-tuned ones (WiSE-FT, "
                         f"Wortsman et al. 2022); 1 = the fine-tuned network (default {WISE_DEFAULT:g} with --finetune "
                         "full, 1 with last_stage; scripts/transfer_default.py compares it with the probe)")
-    t.add_argument("--micro-batch", type=int, default=None,
+    t.add_argument("--micro-batch", type=POSITIVE, default=None,
                    help="process each batch in chunks of this many images (same update, less memory; BatchNorm "
                         "then normalises per chunk; default: the whole batch at once)")
-    for flag, key, choices in (("--optimizer", "optimizer", OPTIMIZERS), ("--schedule", "schedule", SCHEDULES),
-                               ("--weight-decay", "weight_decay", None), ("--label-smoothing", "label_smoothing", None)):
-        t.add_argument(flag, default=None, choices=choices, type=float if choices is None else str,
+    for flag, key, choices, kind in (("--optimizer", "optimizer", OPTIMIZERS, str),
+                                     ("--schedule", "schedule", SCHEDULES, str),
+                                     ("--weight-decay", "weight_decay", None, number(0)),
+                                     ("--label-smoothing", "label_smoothing", None, number(0, 1, hi_open=True))):
+        t.add_argument(flag, default=None, choices=choices, type=kind,
                        help=f"default {getattr(_T, key)}; with --weights: {_FT[key]}")
-    t.add_argument("--body-lr-mult", type=float, default=None,
+    t.add_argument("--body-lr-mult", type=number(0), default=None,
                    help=f"body lr = lr x this, discriminative LRs (default {_T.body_lr_mult})")
-    t.add_argument("--size", type=int, default=None, help="input side in px (default: the arch's)")
+    t.add_argument("--size", type=INPUT_SIZE, default=None,
+                   help=f"input side in px, up to {MAX_INPUT_SIZE} (default: the arch's)")
     t.add_argument("--in-chans", type=int, default=None, choices=[1, 3], help="input channels (default: the arch's)")
     t.add_argument("--trainable", nargs="+", default=None, metavar="MODULE",
                    help="freeze all but these: head, last_stage, or module names such as layer4 fc (default: "
@@ -257,14 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on: bit-identical runs and exact resume, but markedly slower at photo sizes (benchmarks/"
                         "bench_finetune.py measures it); auto: on for small images "
                         f"(< {PHOTO_SIZE} px) on CPU, off (fast) for photo-size fine-tuning and on GPU")
-    t.add_argument("--labels-per-class", type=int, default=None, help="train on this many images per class (default: all)")
-    t.add_argument("--val-per-class", type=int, default=None, help="validate on this many per class (default: all)")
-    t.add_argument("--seed", type=int, default=0, help="initialisation, data order and augmentation")
-    t.add_argument("--split-seed", type=int, default=0, help="the train/val/test split")
-    t.add_argument("--target-precision", type=float, default=0.95,
+    t.add_argument("--labels-per-class", type=POSITIVE, default=None, help="train on this many images per class (default: all)")
+    t.add_argument("--val-per-class", type=POSITIVE, default=None, help="validate on this many per class (default: all)")
+    t.add_argument("--seed", type=SEED, default=0, help="initialisation, data order and augmentation")
+    t.add_argument("--split-seed", type=SEED, default=0, help="the train/val/test split")
+    t.add_argument("--target-precision", type=number(0, 1, lo_open=True), default=0.95,
                    help="predictions below the confidence that gives this precision on validation are 'unsure'")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    t.add_argument("--num-workers", type=int, default=0, help="data-loading worker processes (0: in this process)")
+    t.add_argument("--num-workers", type=COUNT, default=0, help="data-loading worker processes (0: in this process)")
     t.add_argument("--no-resume", action="store_true", help="start afresh even if the run folder has last.pt")
     t.set_defaults(func=_cmd_train)
 
@@ -278,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, metavar="DIR",
                    help="also write confusion_matrix.png, per_class.csv, top_losses.png, reliability.png, summary.json "
                         "(default: print only)")
-    e.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    e.add_argument("--batch-size", type=POSITIVE, default=64, help="images per forward pass")
     e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=_cmd_evaluate)
@@ -290,7 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status (2 for an argument error, printed in one line by argparse)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or an argument error (2): argparse has printed what to print
+        return int(e.code or 0)
     try:
         return int(args.func(args) or 0)
     except ProdvisionError as e:

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .config import CAM_METHODS, ImageLimits, ServeConfig
+from .cli_args import FRACTION, INPUT_SIZE, OPSET, PORT, POSITIVE, number
+from .config import CAM_METHODS, MAX_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS, ImageLimits, ServeConfig
 from .errors import ConfigError, DataError
 
 __all__ = ["register"]
@@ -104,16 +106,19 @@ def _cmd_cam(args) -> int:
     if Path(args.model).suffix.lower() not in (".pt", ".pth"):
         raise ConfigError(f"{args.model}: CAM needs the eager model; pass the training checkpoint (.pt), "
                           "not an exported .onnx/.ts file")
-    model = load_deployed(args.model)  # loaded once for every image
-    if args.target is not None and args.target not in model.classes:
-        raise ConfigError(f"--target {args.target!r} is not one of the model's classes {model.classes}")
     files = _files(args.inputs)
     out = Path(args.out)
     single = len(files) == 1 and out.suffix.lower() == ".png"
     folder = out.parent if single else out
+    names, paths = _cam_paths(files, folder)  # a file given twice is refused before any work
+    if single:
+        paths = [out]
+    model = load_deployed(args.model)  # loaded once for every image
+    if args.target is not None and args.target not in model.classes:
+        raise ConfigError(f"--target {args.target!r} is not one of the model's classes {model.classes}")
     folder.mkdir(parents=True, exist_ok=True)
     tiles, failed = [], 0
-    for f in files:
+    for f, name, path in zip(files, names, paths):
         try:
             image = load_image(f, limits=ImageLimits(max_pixels=args.max_pixels))
         except ImageLoadError as e:
@@ -122,12 +127,12 @@ def _cmd_cam(args) -> int:
             continue
         ex = explain_image(model, image, target=args.target, method=args.method, size=args.size)
         truth = Path(f).parent.name  # an image folder's layout (one sub-folder per class) gives the true class
-        lines = [Path(f).name, f"predicted {ex.predicted} ({ex.probability:.0%})" + (" - UNSURE" if ex.unsure else ""),
+        lines = [name, f"predicted {ex.predicted} ({ex.probability:.0%})" + (" - UNSURE" if ex.unsure else ""),
                  *([f"true {truth}" + (" - right" if truth == ex.predicted else " - WRONG")]
                    if truth in model.classes else []),
                  f"{args.method} for {ex.label}"]
         tile = caption_image(ex.overlay, lines)
-        path = out if single else folder / f"{Path(f).stem}_cam.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(tile).save(path)
         tiles.append(tile)
         print(f"wrote {path}: {args.method} for class {ex.label!r} (predicted {ex.predicted!r}, "
@@ -137,6 +142,30 @@ def _cmd_cam(args) -> int:
         Image.fromarray(contact_sheet(tiles, ncols=min(6, len(tiles)))).save(sheet)
         print(f"wrote {sheet} ({len(tiles)} images)")
     return 1 if failed else 0
+
+
+def _cam_paths(files: list[Path], folder: Path) -> tuple[list[str], list[Path]]:
+    """Where ``cam`` writes each image's overlay: its path below the inputs' common folder, extension kept, plus
+    ``_cam.png`` -- ``photos/a/x.png`` and ``photos/b/x.png`` go to ``OUT/a/x.png_cam.png`` and ``OUT/b/x.png_cam.png``,
+    ``a/x.jpg`` beside them to ``OUT/a/x.jpg_cam.png`` -- so no two inputs share an output.
+
+    Returns:
+        ``(names, paths)``: each input's path below the common folder (for captions), and its output file.
+
+    Raises:
+        ConfigError: the same file is given twice (e.g. a folder and a file in it), which would write one output twice.
+    """
+    absolute = [Path(os.path.abspath(f)) for f in files]
+    root = Path(os.path.commonpath([p.parent for p in absolute]))
+    names = [p.relative_to(root).as_posix() for p in absolute]
+    paths = [folder / f"{n}_cam.png" for n in names]
+    first: dict[Path, Path] = {}
+    for f, path in zip(files, paths):
+        if path in first:
+            raise ConfigError(f"{first[path]} and {f} are the same file, so both would be written to {path}; "
+                              "name each image once")
+        first[path] = f
+    return names, paths
 
 
 def _cmd_serve(args) -> int:
@@ -158,48 +187,53 @@ def register(sub: argparse._SubParsersAction, formatter: type = argparse.Argumen
     e.add_argument("--out", default=".", help="output folder, or a file path whose suffix is set per format")
     e.add_argument("--format", nargs="+", default=["onnx", "torchscript"], choices=["onnx", "torchscript"],
                    help="formats to write")
-    e.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    e.add_argument("--opset", type=OPSET, default=ONNX_OPSET,
+                   help=f"ONNX opset, {ONNX_OPSETS[0]} to {ONNX_OPSETS[1]} (torch's TorchScript-based exporter; "
+                        "EfficientNet-Lite needs 11 or later)")
     e.add_argument("--check", default=None, metavar="DIR", help="parity check on images in DIR, exit 1 if it fails (default: no check)")
-    e.add_argument("--check-n", type=int, default=32, help="images used by --check")
-    e.add_argument("--atol", type=float, default=1e-4, help="largest allowed |logit difference| for --check")
+    e.add_argument("--check-n", type=POSITIVE, default=32, help="images used by --check")
+    e.add_argument("--atol", type=number(0), default=1e-4, help="largest allowed |logit difference| for --check")
     e.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", help="classify image files or folders (exit 1 if any file fails)",
                        formatter_class=formatter)
     p.add_argument("model", help="a checkpoint .pt, or an exported .onnx / .ts")
     p.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR", help="image files and/or folders (walked, sorted)")
-    p.add_argument("--top-k", type=int, default=3, help="classes listed per image")
-    p.add_argument("--unsure-below", type=float, default=None,
+    p.add_argument("--top-k", type=POSITIVE, default=3, help="classes listed per image")
+    p.add_argument("--unsure-below", type=FRACTION, default=None,
                    help="mark predictions below this top probability unsure (default: the model's own threshold)")
     p.add_argument("--json", action="store_true", help="print {'results': [...]} JSON on stdout")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
-    p.add_argument("--max-pixels", type=int, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per forward pass")
+    p.add_argument("--threads", type=POSITIVE, default=None, help="ONNX Runtime intra-op threads (default: ORT's)")
+    p.add_argument("--max-pixels", type=POSITIVE, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
     p.set_defaults(func=_cmd_predict)
 
     c = sub.add_parser("cam", help="Grad-CAM overlays of images and folders: one captioned PNG each, a contact sheet",
                        formatter_class=formatter)
     c.add_argument("model", help="a checkpoint .pt (CAM needs the eager model)")
     c.add_argument("inputs", nargs="+", metavar="IMG_OR_DIR")
-    c.add_argument("--out", required=True, help="output folder (or a .png path for a single image)")
+    c.add_argument("--out", required=True,
+                   help="output folder, or a .png path for a single image. Each overlay keeps the image's path below "
+                        "the inputs' common folder and its extension: a/x.png -> OUT/a/x.png_cam.png, a/x.jpg -> "
+                        "OUT/a/x.jpg_cam.png, b/x.png -> OUT/b/x.png_cam.png; OUT/contact_sheet.png shows them all")
     c.add_argument("--method", default="gradcam", choices=CAM_METHODS, help="CAM method (grad-cam package)")
     c.add_argument("--target", default=None, help="class name to explain (default: each image's predicted class)")
-    c.add_argument("--size", type=int, default=224, help="side of each overlay in px")
-    c.add_argument("--max-pixels", type=int, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
+    c.add_argument("--size", type=INPUT_SIZE, default=224, help=f"side of each overlay in px, up to {MAX_INPUT_SIZE}")
+    c.add_argument("--max-pixels", type=POSITIVE, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
     c.set_defaults(func=_cmd_cam)
 
     s = sub.add_parser("serve", help="HTTP service: POST /predict, POST /cam, upload page at /", formatter_class=formatter)
     s.add_argument("model", help="a checkpoint .pt (exported to ONNX at start-up; enables /cam), .onnx or .ts")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    s.add_argument("--port", type=int, default=8000, help="TCP port")
-    s.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, help="max request body in MB")
-    s.add_argument("--max-pixels", type=int, default=d.max_pixels, help="max pixels per image (else 422)")
-    s.add_argument("--max-side", type=int, default=d.max_side, help="max image side in px (else 422)")
-    s.add_argument("--max-files", type=int, default=d.max_files, help="max files per /predict request")
-    s.add_argument("--decode-budget-mb", type=float, default=d.decode_budget_mb,
+    s.add_argument("--port", type=PORT, default=8000, help="TCP port, 1 to 65535")
+    s.add_argument("--max-upload-mb", type=number(0, lo_open=True), default=d.max_upload_mb, help="max request body in MB")
+    s.add_argument("--max-pixels", type=POSITIVE, default=d.max_pixels, help="max pixels per image (else 422)")
+    s.add_argument("--max-side", type=POSITIVE, default=d.max_side, help="max image side in px (else 422)")
+    s.add_argument("--max-files", type=POSITIVE, default=d.max_files, help="max files per /predict request")
+    s.add_argument("--decode-budget-mb", type=number(0, lo_open=True), default=d.decode_budget_mb,
                    help="decoded-pixel memory all uploads may use at once; more wait their turn")
-    s.add_argument("--top-k", type=int, default=d.top_k, help="classes returned per image")
-    s.add_argument("--threads", type=int, default=d.threads, help="ONNX Runtime intra-op threads (default: ORT's)")
+    s.add_argument("--top-k", type=POSITIVE, default=d.top_k, help="classes returned per image")
+    s.add_argument("--threads", type=POSITIVE, default=d.threads, help="ONNX Runtime intra-op threads (default: ORT's)")
     s.add_argument("--cam-method", default=d.cam_method, choices=CAM_METHODS, help="CAM method of POST /cam")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="uvicorn log level")

@@ -15,12 +15,21 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "AugmentConfig", "TrainConfig", "ImageLimits", "ServeConfig",
-           "CAM_METHODS", "PHOTO_SIZE", "FINETUNE_MODES", "WISE_DEFAULT", "finetune_defaults", "default_batch_size"]
+           "CAM_METHODS", "PHOTO_SIZE", "MAX_INPUT_SIZE", "ONNX_OPSET", "ONNX_OPSETS", "FINETUNE_MODES", "WISE_DEFAULT",
+           "finetune_defaults", "default_batch_size"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Inputs at least this many pixels on a side count as photo resolution (fast, non-deterministic CPU training).
 PHOTO_SIZE = 96
+#: The largest input side the command line accepts: at 4096 px one image gives a ResNet-18's first convolution
+#: 64 x 2048 x 2048 float32 activations (1 GiB), so larger sides cannot train or explain on any common machine.
+MAX_INPUT_SIZE = 4096
+#: ONNX opsets ``prodvision export`` writes with torch's TorchScript-based exporter (``dynamo=False``): from
+#: ``torch.onnx``'s minimum (7) to the highest that exporter supports (20; above it torch only warns). Some archs need
+#: more than the minimum: EfficientNet-Lite's "same" padding needs opset 11.
+ONNX_OPSETS = (7, 20)
+ONNX_OPSET = 17  # the default of prodvision export
 #: Class activation map methods of :func:`prodvision.explain.cam` (wrappers of the grad-cam package's classes).
 CAM_METHODS = ("gradcam", "gradcam++", "xgradcam", "eigencam", "scorecam", "layercam", "hirescam", "eigengradcam")
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .config import ONNX_OPSET, ONNX_OPSETS
 from .deployed import META_FIELDS, TS_EXTRA_FILE, DeployedModel, deploy_metadata, load_deployed
 from .errors import ConfigError, DataError
 from .evaluate import predict
@@ -47,14 +48,21 @@ def _example(meta: Mapping[str, Any], batch: int = 2) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- export
-def export_onnx(model: nn.Module, meta: Mapping[str, Any], path: str | os.PathLike, *, opset: int = 17) -> Path:
+def export_onnx(model: nn.Module, meta: Mapping[str, Any], path: str | os.PathLike, *, opset: int = ONNX_OPSET) -> Path:
     """Export ``model`` (eval mode) to ONNX with a dynamic batch axis and ``meta`` in ``metadata_props``.
 
     The graph maps ``input`` float32 ``(B, in_chans, size, size)`` (normalised) to ``logits`` ``(B, K)``.
     Uses the TorchScript-based exporter (``dynamo=False``): the dynamo exporter needs ``onnxscript``.
+
+    Raises:
+        ConfigError: ``opset`` is outside ``config.ONNX_OPSETS``, or too old for one of the model's layers.
     """
     import onnx
 
+    lo, hi = ONNX_OPSETS
+    if not lo <= opset <= hi:
+        raise ConfigError(f"ONNX opset {opset} is outside {lo}..{hi}, the opsets torch's TorchScript-based exporter "
+                          f"writes; the default is {ONNX_OPSET}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was = model.training
@@ -65,6 +73,11 @@ def export_onnx(model: nn.Module, meta: Mapping[str, Any], path: str | os.PathLi
             torch.onnx.export(model, (_example(meta),), str(path), dynamo=False, opset_version=opset,
                               input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
                               dynamic_axes={ONNX_INPUT: {0: "batch"}, ONNX_OUTPUT: {0: "batch"}})
+    except torch.onnx.errors.OnnxExporterError as e:  # e.g. a padding that opsets below 11 cannot express
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        newer = f"; try a newer opset, e.g. the default {ONNX_OPSET}" if opset < ONNX_OPSET else ""
+        raise ConfigError(f"{meta.get('arch', 'this model')} cannot be exported to ONNX opset {opset}: {first}"
+                          + newer) from None
     finally:
         model.train(was)
     proto = onnx.load(str(path))
@@ -103,7 +116,7 @@ def export_torchscript(model: nn.Module, meta: Mapping[str, Any], path: str | os
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike,
-                      formats: Sequence[str] = ("onnx", "torchscript"), *, opset: int = 17) -> dict[str, Path]:
+                      formats: Sequence[str] = ("onnx", "torchscript"), *, opset: int = ONNX_OPSET) -> dict[str, Path]:
     """Export a prodvision checkpoint. ``out`` is a folder, or a file path whose suffix is replaced per format.
 
     Returns:

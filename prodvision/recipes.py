@@ -29,7 +29,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import (FINETUNE_MODES, PHOTO_SIZE, RUNTIME_FIELDS, AugmentConfig, InputSpec, TrainConfig,
                      default_batch_size, finetune_defaults)
 from .data.sources import BUILTIN, Source, file_digest, load_dataset
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .evaluate import confidence_threshold, loss_and_accuracy, predict
 from .features import extract_features, feature_extractor, fit_linear_probe, probe_to_linear, trunk_activations, ViewsDataset
 from .models import classifier_name, create_model, freeze, get_arch, load_model, split_model
@@ -69,6 +69,10 @@ class Recipe:
     target_precision: float = 0.95  # the "unsure" threshold: lowest confidence with this precision on validation
 
     def __post_init__(self):
+        for name in ("size", "labels_per_class", "val_per_class"):  # 0 would mean "the default" or "no images"
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"recipe {self.name!r}: {name} must be at least 1 (or None), got {value}")
         if self.finetune is not None and self.finetune not in FINETUNE_MODES:
             raise ConfigError(f"unknown finetune mode {self.finetune!r}; choose from {list(FINETUNE_MODES)}")
         if self.finetune is not None and self.weights is None:
@@ -166,6 +170,10 @@ def prepare_data(recipe: Recipe, source: Source | None = None) -> PreparedData:
 
     Data with an official test set (Fashion-MNIST, CIFAR-10) keeps it; validation is a stratified ``val_fraction``
     of its training set. Image folders are split 80/10/10 (grouped by source image for the product-icon set).
+
+    Raises:
+        DataError: fewer than 2 classes (a classifier of one class is always right and learns nothing), naming the
+            folder or CSV file; a class too small to split.
     """
     source = source or _source(recipe.data)
     ispec = _input_spec(recipe)
@@ -174,7 +182,6 @@ def prepare_data(recipe: Recipe, source: Source | None = None) -> PreparedData:
     in_memory = source.test is not None and not hasattr(source.pool, "samples")
     tt = (BatchAugment if in_memory else train_transform)(**common, augment=recipe.augment)
     et = eval_transform(**common)
-    sp = source.split(seed=recipe.split_seed, val_fraction=recipe.val_fraction)
     classes, targets = list(source.classes), np.asarray(source.pool.targets)
     keep = list(range(len(classes)))
     if recipe.classes is not None:
@@ -182,6 +189,12 @@ def prepare_data(recipe: Recipe, source: Source | None = None) -> PreparedData:
         if unknown:
             raise ConfigError(f"recipe {recipe.name!r}: unknown classes {sorted(unknown)}; choose from {classes}")
         keep = [classes.index(c) for c in recipe.classes]
+    if len(keep) < 2:
+        which = f"the recipe keeps only {recipe.classes}" if recipe.classes is not None else \
+            f"{len(classes)} class found ({', '.join(map(repr, classes))})"
+        raise DataError(f"{source.name}: {which}, but a classifier needs at least 2 classes; add a sub-folder "
+                        "(or CSV label) of images for each other class")
+    sp = source.split(seed=recipe.split_seed, val_fraction=recipe.val_fraction)
     train_idx = sp.train[np.isin(targets[sp.train], keep)]
     val_idx = sp.val[np.isin(targets[sp.val], keep)]
     if recipe.labels_per_class is not None:
@@ -259,11 +272,16 @@ def _write_json(path: Path, obj: Any) -> None:
     cache.atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
-def _check_run_folder(out: Path, recipe: Recipe, data: PreparedData) -> None:
-    """A run folder being resumed must hold a run of the same recipe on the same data."""
+def _check_run_folder(out: Path, recipe: Recipe, data: PreparedData) -> dict[str, tuple[Any, Any]]:
+    """A run folder being resumed must hold a run of the same recipe on the same data.
+
+    Returns:
+        ``{field: (stored, now)}`` for the run-time settings (``config.RUNTIME_FIELDS``: device, workers...) that
+        differ from the stored run's: they may change on resume, since they do not change what is trained.
+    """
     path = out / "recipe.json"
     if not path.is_file():
-        return
+        return {}
     saved = json.loads(path.read_text())
     now = json.loads(json.dumps(recipe.experiment(), default=str))
     old = Recipe.from_dict(saved["recipe"]).experiment() if "recipe" in saved else {}
@@ -278,6 +296,8 @@ def _check_run_folder(out: Path, recipe: Recipe, data: PreparedData) -> None:
         details = "; ".join(f"{k}: {_get(old, k)!r} -> {_get(now, k)!r}" for k in diff if not k.startswith("data ("))
         raise ConfigError(f"{out}: holds a run with other settings ({', '.join(diff)}{'; ' + details if details else ''}); "
                           "resume with the same settings, or start a fresh run (another --out folder, or --no-resume)")
+    stored, given = saved["recipe"].get("train", {}), json.loads(json.dumps(recipe.train.to_dict(), default=str))
+    return {k: (stored[k], given[k]) for k in RUNTIME_FIELDS if k in stored and stored[k] != given[k]}
 
 
 def _get(d: dict, dotted: str):
@@ -294,14 +314,24 @@ def train_recipe(recipe: Recipe, out_dir: str | Path, *, resume: bool = True, pr
     trains the last stage and head on the frozen trunk's cached activations (``views`` augmented views per image),
     ``"full"`` the whole network. Afterwards the best model's validation predictions set the confidence below
     which a prediction is flagged "unsure" (``recipe.target_precision``); it is stored in ``best.pt``.
+
+    A resumed run must have the same recipe (else ``ConfigError`` says what differs) and keeps its ``recipe.json``
+    as first written; run-time settings that differ from it (``config.RUNTIME_FIELDS``: device, workers...) are
+    named in one printed line.
     """
     out = Path(out_dir)
     data = data or prepare_data(recipe)
-    if resume:
-        _check_run_folder(out, recipe, data)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "recipe.json", {"recipe": recipe.to_dict(), "key": recipe.key(data),
-                                      "data_fingerprint": data.split["fingerprint"], "cache_version": CACHE_VERSION})
+    if resume and (out / "recipe.json").is_file():  # the run's own record stays as it was written
+        runtime = _check_run_folder(out, recipe, data)
+        if runtime:
+            print(f"{out}: resuming with " + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in runtime.items())
+                  + ": run-time settings, which do not change what is trained; recipe.json keeps the run's own",
+                  flush=True)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"recipe": recipe.to_dict(), "key": recipe.key(data), "data_fingerprint": data.split["fingerprint"],
+                  "cache_version": CACHE_VERSION}
+        _write_json(out / "recipe.json", record)
     _write_json(out / "split.json", data.split)
     model = _build(recipe, len(data.classes), data.input)
     meta = {"arch": recipe.arch, "model_kwargs": dict(recipe.model_kwargs), "in_chans": data.input.in_chans,

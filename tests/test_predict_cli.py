@@ -132,6 +132,29 @@ def test_cam_writes_a_readable_overlay(models, image_dir, tmp_path, capsys):
     assert "not one of the model's classes" in capsys.readouterr().err
 
 
+def test_cam_outputs_keep_the_relative_path_and_extension(tmp_path, capsys):
+    """a/x.png, b/x.png and a/x.jpg are three images and give three overlays, never one overwritten file."""
+    icons = sorted((product_icons_dir() / "fruit").glob("*.png"))
+    photos = tmp_path / "photos"
+    for rel, src in (("a/x.png", icons[0]), ("b/x.png", icons[1]), ("a/x.jpg", icons[2])):
+        (photos / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(src).convert("RGB").save(photos / rel, format="PNG" if rel.endswith(".png") else "JPEG")
+    ck = make_checkpoint(tmp_path / "m.pt")
+    out = tmp_path / "cams"
+    assert main(["cam", str(ck), str(photos), "--out", str(out), "--size", "32"]) == 0
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
+    assert written == {"a/x.png_cam.png", "a/x.jpg_cam.png", "b/x.png_cam.png", "contact_sheet.png"}
+    assert capsys.readouterr().out.count("wrote ") == 4
+    assert main(["cam", str(ck), str(photos / "a" / "x.png"), str(photos / "b" / "x.png"), "--out", str(out / "2"),
+                 "--size", "32"]) == 0  # files named one by one: their paths below the common folder
+    assert {p.relative_to(out / "2").as_posix() for p in (out / "2").rglob("*_cam.png")} == {"a/x.png_cam.png",
+                                                                                           "b/x.png_cam.png"}
+    capsys.readouterr()
+    assert main(["cam", str(ck), str(photos), str(photos / "a" / "x.png"), "--out", str(out / "3")]) == 2
+    err = capsys.readouterr().err
+    assert "are the same file" in err and err.count("\n") == 1 and not (out / "3").exists()  # before any work
+
+
 def test_export_cli_with_parity_check(tmp_path, capsys):
     ck = make_checkpoint(tmp_path / "m.pt")
     assert main(["export", str(ck), "--out", str(tmp_path / "out"), "--check", str(product_icons_dir() / "fruit"),

@@ -25,7 +25,7 @@ LAYERS = [
     {"course", "deployed"},
     {"export", "predict"},
     {"serve"},
-    {"cli_deploy", "cli", "__main__"},
+    {"cli_args", "cli_deploy", "cli", "__main__"},
 ]
 LAZY_ALLOWED = {"cli", "cli_deploy"}  # defer the package (and torch) to the subcommand that needs it: --help < 1 s
 

@@ -1,0 +1,140 @@
+"""Every number the command line takes is checked where it is parsed: one line naming the option, its range and a
+fix, exit status 2, before PyTorch is imported. A one-class catalog is refused before training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prodvision.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _imported(importtime_stderr: str) -> set[str]:
+    """Module names from ``python -X importtime``'s report ("import time: self | cumulative | name")."""
+    return {line.rsplit("|", 1)[1].strip() for line in importtime_stderr.splitlines() if line.startswith("import time:")
+            and "|" in line}
+
+
+@pytest.mark.parametrize("argv, expect", [
+    (["train", "--out", "r", "--batch-size", "0"], "argument --batch-size: must be a positive integer (got 0)"),
+    (["train", "--out", "r", "--size", "100000"], "from 1 to 4096 (got 100000); larger inputs do not fit in memory"),
+    (["train", "--out", "r", "--size", "-32"], "(got -32); did you mean 32?"),
+    (["serve", "m.pt", "--port", "99999"], "argument --port: must be a TCP port from 1 to 65535 (got 99999)"),
+    (["cam", "m.pt", "x.png", "--out", "o", "--size", "0"], "argument --size: must be a side in pixels"),
+    (["export", "m.pt", "--opset", "5"], "argument --opset: must be an ONNX opset from 7 to 20 (got 5)"),
+])
+def test_a_bad_value_exits_2_in_one_line_without_importing_torch(argv, expect):
+    """The README promises argument errors start without PyTorch: the whole command, run as a user runs it."""
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "prodvision", *argv], capture_output=True,
+                       text=True, cwd=REPO, timeout=120)
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith(f"prodvision {argv[0]}: error: ") and expect in lines[0], lines
+    imported = _imported(r.stderr)
+    assert "prodvision.cli" in imported  # the report is read right...
+    assert not {m for m in imported if m == "torch" or m.startswith("torch.")}  # ...and torch is not in it
+
+
+@pytest.mark.parametrize("argv, expect", [
+    # batch sizes, epochs, images per class and other counts
+    (["train", "--out", "r", "--batch-size", "-4"], "--batch-size: must be a positive integer (got -4)"),
+    (["train", "--out", "r", "--batch-size", "8.5"], "--batch-size: must be a positive integer (got '8.5')"),
+    (["evaluate", "m.pt", "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["predict", "m.onnx", "x.png", "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["train", "--out", "r", "--epochs", "0"], "--epochs: must be a positive integer (got 0)"),
+    (["train", "--out", "r", "--labels-per-class", "0"], "--labels-per-class: must be a positive integer (got 0)"),
+    (["train", "--out", "r", "--val-per-class", "0"], "--val-per-class: must be a positive integer"),
+    (["train", "--out", "r", "--micro-batch", "0"], "--micro-batch: must be a positive integer"),
+    (["predict", "m.onnx", "x.png", "--top-k", "0"], "--top-k: must be a positive integer"),
+    (["serve", "m.onnx", "--max-files", "0"], "--max-files: must be a positive integer"),
+    (["serve", "m.onnx", "--threads", "0"], "--threads: must be a positive integer"),
+    (["data", "scan", "d", "--max-pixels", "0"], "--max-pixels: must be a positive integer"),
+    (["export", "m.pt", "--check-n", "0"], "--check-n: must be a positive integer"),
+    (["train", "--out", "r", "--num-workers", "-1"], "--num-workers: must be an integer >= 0 (got -1)"),
+    (["train", "--out", "r", "--seed", "-1"], "--seed: must be an integer >= 0 (got -1)"),
+    # sizes in pixels
+    (["train", "--out", "r", "--size", "0"], "--size: must be a side in pixels from 1 to 4096 (got 0); leave the "
+                                             "option out for the default"),
+    (["cam", "m.pt", "x.png", "--out", "o", "--size", "5000"], "(got 5000); larger inputs do not fit in memory"),
+    # rates and amounts
+    (["train", "--out", "r", "--lr", "0"], "--lr: must be a number > 0 (got 0)"),
+    (["train", "--out", "r", "--lr", "nan"], "--lr: must be a number > 0 (got nan)"),
+    (["train", "--out", "r", "--lr", "fast"], "--lr: must be a number > 0 (got 'fast')"),
+    (["train", "--out", "r", "--weight-decay", "-0.1"], "--weight-decay: must be a number >= 0"),
+    (["serve", "m.onnx", "--max-upload-mb", "0"], "--max-upload-mb: must be a number > 0"),
+    (["export", "m.pt", "--atol", "-1"], "--atol: must be a number >= 0"),
+    # fractions and thresholds
+    (["train", "--out", "r", "--wise", "1.5"], "--wise: must be a number from 0 to 1 (got 1.5)"),
+    (["train", "--out", "r", "--target-precision", "0"], "--target-precision: must be a number > 0 and <= 1"),
+    (["train", "--out", "r", "--label-smoothing", "1"], "--label-smoothing: must be a number >= 0 and < 1 (got 1)"),
+    (["predict", "m.onnx", "x.png", "--unsure-below", "-0.5"], "--unsure-below: must be a number from 0 to 1"),
+    # ports and opsets
+    (["serve", "m.onnx", "--port", "0"], "--port: must be a TCP port from 1 to 65535 (got 0)"),
+    (["export", "m.pt", "--opset", "21"], "--opset: must be an ONNX opset from 7 to 20 (got 21); torch's"),
+])
+def test_every_option_family_is_checked_where_it_is_parsed(argv, expect, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    prog = "prodvision " + " ".join(argv[:2] if argv[0] == "data" else argv[:1])
+    assert err.startswith(f"{prog}: error: argument --") and expect in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--out", "r", "--size", "1", "--batch-size", "1", "--epochs", "1", "--num-workers", "0", "--seed", "0",
+     "--wise", "0", "--target-precision", "1", "--label-smoothing", "0", "--weight-decay", "0"],
+    ["train", "--out", "r", "--size", "4096", "--wise", "1", "--lr", "1e-6", "--labels-per-class", "1"],
+    ["serve", "m.onnx", "--port", "1"], ["serve", "m.onnx", "--port", "65535"],
+    ["export", "m.pt", "--opset", "7"], ["export", "m.pt", "--opset", "20"], ["export", "m.pt", "--atol", "0"],
+    ["predict", "m.onnx", "x.png", "--unsure-below", "0"], ["cam", "m.pt", "x.png", "--out", "o", "--size", "4096"],
+])
+def test_the_bounds_themselves_are_accepted(argv):
+    build_parser().parse_args(argv)  # raises SystemExit if a check refuses a value its range includes
+
+
+def test_the_opset_range_is_what_the_installed_exporter_writes(tmp_path):
+    """config.ONNX_OPSETS may not promise an opset torch's TorchScript-based exporter does not write; the library
+    refuses the rest too, and an opset too old for a layer is one line naming the arch, not a traceback."""
+    import torch
+    from torch.onnx import _constants
+
+    from prodvision.config import ONNX_OPSET, ONNX_OPSETS
+    from prodvision.errors import ConfigError
+    from prodvision.export import export_onnx
+
+    lo, hi = ONNX_OPSETS
+    top = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+    assert _constants.ONNX_MIN_OPSET <= lo <= ONNX_OPSET <= hi <= top
+    meta = {"arch": "rounding", "in_chans": 1, "input": {"size": 4}}
+
+    class Round(torch.nn.Module):
+        def forward(self, x):
+            return x.round()  # ONNX Round exists from opset 11
+
+    with pytest.raises(ConfigError, match="outside 7..20"):
+        export_onnx(Round(), meta, tmp_path / "m.onnx", opset=hi + 1)
+    with pytest.raises(ConfigError, match="rounding cannot be exported to ONNX opset 10: .*try a newer opset, e.g. "
+                                          "the default 17"):
+        export_onnx(Round(), meta, tmp_path / "m.onnx", opset=10)
+
+
+def test_a_one_class_catalog_is_refused_before_training(tmp_path, make_catalog, capsys):
+    data = make_catalog(tmp_path / "one", per_class=8, classes=("hat",))
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {data}: 1 class found ('hat'), but a classifier needs at least 2 classes")
+    assert err.count("\n") == 1 and not out.exists()  # refused before the run folder was made
+
+
+def test_a_recipe_refuses_zero_sizes_and_counts():
+    from prodvision.errors import ConfigError
+    from prodvision.recipes import Recipe
+
+    for field in ("size", "labels_per_class", "val_per_class"):
+        with pytest.raises(ConfigError, match=f"{field} must be at least 1"):
+            Recipe(name="r", **{field: 0})
