@@ -131,7 +131,7 @@ def sanity_check(model: nn.Module, images: torch.Tensor, targets: Sequence[int] 
 
     Faithful explanations depend on the learned weights, so the two sets of maps should differ: a rank correlation
     near 1 (or near -1: a map's sign can flip, e.g. EigenCAM's principal component) would mean the method shows image
-    structure, not what the model learned -- hence the test statistic is |Spearman| per image.
+    structure, not what the model learned -- hence the test statistic is ``|Spearman|`` per image.
 
     Returns:
         ``{"spearman": per-image array, "abs_spearman": per-image |rho|, "mean_abs_spearman": float,
