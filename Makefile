@@ -37,6 +37,7 @@ data: setup system
 
 notebooks: data
 	PRODVISION_PROGRESS=0 $(PY) scripts/run_notebooks.py
+	$(PY) scripts/syllabus.py  # the syllabus's CPU times come from results/summary.json
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_serve_browser.py  # refreshes figures/serve_upload_page.png
 
 unit: data
