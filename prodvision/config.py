@@ -18,7 +18,9 @@ __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "AugmentConfig", "Train
            "CAM_METHODS", "PHOTO_SIZE", "MAX_INPUT_SIZE", "ONNX_OPSET", "ONNX_OPSETS", "FINETUNE_MODES", "WISE_DEFAULT",
            "finetune_defaults", "default_batch_size"]
 
+#: Per-channel (R, G, B) mean of ImageNet's training images on a 0-1 scale: the normalisation of ImageNet weights.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
+#: Per-channel (R, G, B) standard deviation of ImageNet's training images, on a 0-1 scale.
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Inputs at least this many pixels on a side count as photo resolution (fast, non-deterministic CPU training).
 PHOTO_SIZE = 96

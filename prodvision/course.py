@@ -62,6 +62,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                          widths=(16, 32, 64), augment=_ICON_AUG,
                          train=dict(epochs=8, batch_size=32, lr=0.05, label_smoothing=0.1)),
 }
+#: The course's shared models by role: ``main`` and ``vgg`` (Fashion-MNIST), ``icons_lite0`` and ``icons_resnet``.
 ROLES = tuple(_DEFAULTS)
 
 

@@ -32,6 +32,7 @@ from .transforms import photo_to_fashion_mnist, spec_transform
 __all__ = ["DEPLOY_FORMAT", "META_FIELDS", "SUFFIXES", "DeployedModel", "load_deployed", "deploy_metadata",
            "weights_sha256"]
 
+#: The ``format`` field of an exported model's metadata: the version of this metadata layout.
 DEPLOY_FORMAT = "prodvision-deploy/1"
 #: The metadata every exported file carries (keys of :func:`deploy_metadata`).
 META_FIELDS = ("format", "classes", "arch", "model_kwargs", "in_chans", "input", "weights_sha256", "source",

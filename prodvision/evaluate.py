@@ -166,7 +166,7 @@ def reliability_bins(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15):
 
 
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> float:
-    """ECE: the count-weighted mean |accuracy - confidence| over equal-width confidence bins."""
+    """ECE: the count-weighted mean ``|accuracy - confidence|`` over equal-width confidence bins."""
     bins = reliability_bins(probs, targets, n_bins)
     m = bins["count"] > 0
     return float((bins.loc[m, "count"] * (bins.loc[m, "accuracy"] - bins.loc[m, "confidence"]).abs()).sum()

@@ -139,7 +139,7 @@ def sanity_check(model: nn.Module, images: torch.Tensor, targets: Sequence[int] 
 
     Faithful explanations depend on the learned weights, so the two sets of maps should differ: a rank correlation
     near 1 (or near -1: a map's sign can flip, e.g. EigenCAM's principal component) would mean the method shows image
-    structure, not what the model learned -- hence the test statistic is |Spearman| per image.
+    structure, not what the model learned -- hence the test statistic is ``|Spearman|`` per image.
 
     A map that comes out constant (blank: e.g. ReLU of a negative sum everywhere) has no ranking; its ``spearman`` is
     NaN and its ``abs_spearman`` 1.0 -- counted as a failure, so blank randomised maps cannot pass the check.

@@ -212,7 +212,7 @@ def _prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
 
 
 def prune_global(model: nn.Module, amount: float) -> nn.Module:
-    """A copy of ``model`` with the ``amount`` fraction of smallest-|w| conv/linear weights set to zero (global L1).
+    """A copy of ``model`` with the ``amount`` fraction of smallest-``|w|`` conv/linear weights set to zero (global L1).
 
     ``prune.remove`` makes the zeros permanent (plain ``weight`` parameters, no masks or hooks left).
     """

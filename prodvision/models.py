@@ -193,6 +193,7 @@ _RESNET_SEQ = lambda m: ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", 
                          FLATTEN, "fc"]
 _LITE_SEQ = lambda m: (["conv_stem", "bn1"] + [f"blocks.{i}" for i in range(len(m.blocks))]  # noqa: E731
                        + ["conv_head", "bn2", "global_pool", DROPOUT, "classifier"])
+#: Architectures by plain name -> :class:`ArchSpec`; ``create_model(name, ...)`` builds one.
 ARCHS: dict[str, ArchSpec] = {
     "mini_vgg": ArchSpec(MiniVGG, "fc", "features.stage3", _FM, family="prodvision", first_conv="features.stage1.0.conv",
                          sequence=lambda m: [f"features.{n}" for n, _ in m.features.named_children()]

@@ -15,6 +15,7 @@ from typing import Any
 
 __all__ = ["REFRESH_S", "progress_bar"]
 
+#: Seconds between two refreshes of a progress bar (``mininterval``; see the module docstring for why not 0.1).
 REFRESH_S = 2.0
 
 

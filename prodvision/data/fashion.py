@@ -34,6 +34,7 @@ __all__ = [
     "DatasetChecksumError", "load_fashion_mnist", "find_fashion_mnist",
 ]
 
+#: The 10 class names in label order (label ``i`` is ``FASHION_MNIST_CLASSES[i]``).
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
