@@ -128,7 +128,7 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _abs_rho_blank_as_unchanged(rho: np.ndarray) -> np.ndarray:
-    """|rho| per image with a blank (constant) map counted as 1, i.e. as a *failed* randomisation check: a method that
+    """``|rho|`` per image with a blank (constant) map counted as 1, i.e. as a *failed* randomisation check: a method that
     returns nothing after its weights are re-drawn has not shown that its maps depend on them."""
     return np.where(np.isnan(rho), 1.0, np.abs(rho))
 
@@ -145,7 +145,7 @@ def sanity_check(model: nn.Module, images: torch.Tensor, targets: Sequence[int] 
     NaN and its ``abs_spearman`` 1.0 -- counted as a failure, so blank randomised maps cannot pass the check.
 
     Returns:
-        ``{"spearman": per-image array (NaN where a map is blank), "abs_spearman": per-image |rho| (1 where blank),
+        ``{"spearman": per-image array (NaN where a map is blank), "abs_spearman": per-image absolute rho (1 where blank),
         "mean_abs_spearman": float, "blank_trained": int, "blank_random": int, "trained": maps, "random": maps}``.
     """
     targets = _predicted(model, images) if targets is None else list(targets)
@@ -169,7 +169,7 @@ def cascading_randomization(model: nn.Module, images: torch.Tensor, targets: Seq
 
     Returns:
         A DataFrame with one row per step: ``randomized`` (down to this stage), ``mean_abs_spearman``, ``blank``
-        (randomised maps that came out constant, each counted as |rho| = 1) and the per-image ``abs_spearman`` array.
+        (randomised maps that came out constant, each counted as ``|rho| = 1``) and the per-image ``abs_spearman`` array.
     """
     import pandas as pd
 

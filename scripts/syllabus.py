@@ -4,7 +4,7 @@
     python scripts/syllabus.py --check    # exit 1 if docs/syllabus.md is not what this script writes
 
 What a lesson says about itself comes from its notebook: the title, learning objectives and prerequisites (first
-cell), the exercises (last cell) and the papers it cites, looked up in notebook 00's reading list. The CPU times come
+cell), the exercises (the closing section) and the papers it cites, looked up in notebook 00's reading list. The CPU times come
 from results/summary.json, which `make notebooks` writes. Only the weekly grouping, the placement of papers no
 lesson cites by author, and the capstone are written here. tests/test_syllabus.py checks that the committed
 syllabus is this script's output, so a re-run notebook or an edited objective cannot leave it stale.
@@ -93,7 +93,10 @@ def _items(block: str) -> list[str]:
 
 def read_lesson(nb: Path) -> Lesson:
     md = _markdown_cells(nb)
-    first, last = md[0], md[-1]
+    first = md[0]
+    closing = [i for i, m in enumerate(md) if m.startswith("## Exercises")]
+    last = md[closing[-1]] if closing else ""
+    after = "\n".join(md[closing[-1] + 1:]) if closing else ""  # the worked solution's cells follow the exercises
     title = first.splitlines()[0].removeprefix("# ").strip()
     objectives = re.search(r"\*\*Learning objectives\.\*\*[^\n]*\n(.*?)(?:\n\n|\Z)", first, re.S)
     prereq = re.search(r"\*\*Prerequisites\.\*\*(.*?)(?:\n\n|\Z)", first, re.S)
@@ -101,7 +104,7 @@ def read_lesson(nb: Path) -> Lesson:
         raise SystemExit(f"{nb.name}: no learning objectives, prerequisites or closing exercises to read")
     exercises = last.split("<details>")[0].removeprefix("## Exercises")
     prompts = [re.split(r"\s\*Expected", e)[0].strip() for e in _items(exercises)]
-    worked = re.search(r"Worked solution to exercise (\d+)", last)
+    worked = re.search(r"Worked solution to exercise (\d+)", last + "\n" + after)
     return Lesson(nb.stem, title, _items(objectives.group(1)), _one_line(prereq.group(1)), prompts,
                   int(worked.group(1)) if worked else 0, "\n".join(md))
 
@@ -246,8 +249,8 @@ def render(lessons: list[Lesson], summary: dict) -> str:
                       f"**Prerequisites.** {ls.prerequisites}", "",
                       "**Objectives.** After this lesson a student can", ""]
             lines += [f"{i}. {o}" for i, o in enumerate(ls.objectives, 1)]
-            lines += ["", f"**Exercises to hand out** (the notebook's last cell; expected answers there, and a worked "
-                          f"solution to exercise {ls.worked}):", ""]
+            lines += ["", f"**Exercises to hand out** (the notebook's closing section; expected answers there, and a worked "
+                          f"solution to exercise {ls.worked} that runs with the notebook):", ""]
             lines += [f"{i}. {e}" for i, e in enumerate(ls.exercises, 1)]
             lines.append("")
             if readings[n]:
