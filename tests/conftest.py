@@ -11,6 +11,28 @@ from PIL import Image
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's package: apt-get install -y chromium (Playwright downloads no browser)
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Headless system Chromium through Playwright, one per test module (the upload page's and the book's tests)."""
+    from pathlib import Path
+
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (Playwright must not "
+                    "download its own browser here)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

@@ -20,9 +20,6 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 BUILT = ROOT / "_build" / "html"  # make book's output; `make book` touches .prodvision-built when it succeeds
 LESSON = "notebooks/08_gradcam.html"
-CHROMIUM = "/usr/bin/chromium"  # Debian's package, as in test_serve_browser.py: Playwright downloads no browser
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LOCAL = ("file", "data", "blob", "about")  # URL schemes that never leave the machine
 
 
@@ -49,18 +46,9 @@ def book(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (Playwright must not "
-                    "download its own browser here)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser(chromium):
+    """conftest's headless Chromium (the system package, no browser download)."""
+    return chromium
 
 
 def _is_local(url: str) -> bool:

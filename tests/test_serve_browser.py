@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,27 +12,15 @@ import pytest
 from prodvision.paths import figures_dir
 from test_serve import icon_classifier, server  # noqa: F401 -- the trained checkpoint and its uvicorn process
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package: apt-get install -y chromium
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 #: What the shop owner must not read outside the technical details.
 JARGON = ("efficientnet", "onnx", "grad-cam", "gradcam", "torch", "logit", "softmax", "_")
 
 
 @pytest.fixture(scope="module")
-def page():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: install it with `apt-get install -y chromium` (Playwright must not "
-                    "download its own browser here)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            pg = browser.new_page(viewport={"width": 1000, "height": 700})
-            yield pg
-        finally:
-            browser.close()
+def page(chromium):
+    pg = chromium.new_page(viewport={"width": 1000, "height": 700})
+    yield pg
+    pg.close()
 
 
 def pretty(label: str) -> str:
