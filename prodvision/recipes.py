@@ -65,6 +65,9 @@ class Recipe:
     # fine-tuned one, weight by weight (None = the fine-tuned network as it is); needs finetune full or last_stage
     wise: float | None = None
     split_seed: int = 0  # seed of the stratified train/val(/test) split
+    # (i, k): fold i of a seeded k-fold cross-validation (train on k-1 folds; val and test are the halves of fold i),
+    # for data without an official test set; None: the 80/10/10 split
+    cv_fold: tuple[int, int] | None = None
     val_fraction: float = 0.1  # validation share (data with an official test set, e.g. Fashion-MNIST's 60k)
     target_precision: float = 0.95  # the "unsure" threshold: lowest confidence with this precision on validation
 
@@ -86,6 +89,10 @@ class Recipe:
             if self.train.monitor != "epoch":
                 raise ConfigError("wise averages the last epoch's weights with the probe's: it needs monitor='epoch', "
                                   f"not {self.train.monitor!r}")
+        if self.cv_fold is not None and (len(self.cv_fold) != 2 or not 0 <= self.cv_fold[0] < self.cv_fold[1]
+                                         or self.cv_fold[1] < 2):
+            raise ConfigError(f"recipe {self.name!r}: cv_fold is (fold, folds) with 0 <= fold < folds and folds >= 2, "
+                              f"got {self.cv_fold}")
         get_arch(self.arch)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +108,7 @@ class Recipe:
         d["augment"] = AugmentConfig.from_dict(d.get("augment", {}))
         d["train"] = TrainConfig.from_dict(d.get("train", {}))
         d["model_kwargs"] = {k: tup(v) for k, v in d.get("model_kwargs", {}).items()}
-        for k in ("classes", "trainable"):
+        for k in ("classes", "trainable", "cv_fold"):
             if d.get(k) is not None:
                 d[k] = tup(d[k])
         return cls(**d)
@@ -110,8 +117,9 @@ class Recipe:
         """The fields that determine the trained model: everything but the run-time knobs (device, workers...)."""
         d = self.to_dict()
         d["train"] = {k: v for k, v in d["train"].items() if k not in RUNTIME_FIELDS}
-        if d["wise"] is None:  # the keys of recipes from before the field existed stay what they were
-            del d["wise"]
+        for k in ("wise", "cv_fold"):  # the keys of recipes from before these fields existed stay what they were
+            if d[k] is None:
+                del d[k]
         return d
 
     def key(self, data: "PreparedData | None" = None) -> str:
@@ -194,7 +202,7 @@ def prepare_data(recipe: Recipe, source: Source | None = None) -> PreparedData:
             f"{len(classes)} class found ({', '.join(map(repr, classes))})"
         raise DataError(f"{source.name}: {which}, but a classifier needs at least 2 classes; add a sub-folder "
                         "(or CSV label) of images for each other class")
-    sp = source.split(seed=recipe.split_seed, val_fraction=recipe.val_fraction)
+    sp = source.split(seed=recipe.split_seed, val_fraction=recipe.val_fraction, cv_fold=recipe.cv_fold)
     train_idx = sp.train[np.isin(targets[sp.train], keep)]
     val_idx = sp.val[np.isin(targets[sp.val], keep)]
     if recipe.labels_per_class is not None:
@@ -229,9 +237,13 @@ def split_record(recipe: Recipe, source: Source, classes, train_idx, val_idx, te
         return [[rel, file_digest(source.pool.samples[int(i)][0])[:16]]
                 for rel, i in zip(source.item_ids(idx), idx)]
 
-    return {"data": recipe.data, "fingerprint": source.fingerprint(), "seed": recipe.split_seed,
-            "fractions": [1 - recipe.val_fraction, recipe.val_fraction, 0.0] if source.test is not None
-            else [0.8, 0.1, 0.1], "official_test": source.test is not None, "classes": list(classes),
+    fractions = [1 - recipe.val_fraction, recipe.val_fraction, 0.0] if source.test is not None else [0.8, 0.1, 0.1]
+    if recipe.cv_fold is not None:
+        k = recipe.cv_fold[1]
+        fractions = [(k - 1) / k, 0.5 / k, 0.5 / k]
+    fold = {} if recipe.cv_fold is None else {"cv_fold": list(recipe.cv_fold)}  # older records stay as they were
+    return {"data": recipe.data, "fingerprint": source.fingerprint(), "seed": recipe.split_seed, **fold,
+            "fractions": fractions, "official_test": source.test is not None, "classes": list(classes),
             "items": "files" if files else "indices", "train": items(train_idx), "val": items(val_idx),
             "test": items(test_idx)}
 

@@ -85,7 +85,8 @@ def heldout(ck: dict[str, Any], *, data: str | None = None, split: str = "test",
             raise DataError(f"{name}: {len(want) - len(idx)} of the {len(want)} {split} images recorded at training "
                             "time are missing now")
     else:  # in-memory data: recompute the seeded split
-        sp = source.split(seed=rec.get("seed", 0), val_fraction=rec.get("fractions", [0.9, 0.1])[1])
+        fold = tuple(rec["cv_fold"]) if rec.get("cv_fold") else None
+        sp = source.split(seed=rec.get("seed", 0), val_fraction=rec.get("fractions", [0.9, 0.1])[1], cv_fold=fold)
         idx = getattr(sp, split)
     ds = source.pool.subset(idx, transform=tf)
     return Heldout(ds, f"the held-out {split} split of {name} ({len(idx)} images, never trained on)", source.skipped)

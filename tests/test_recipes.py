@@ -60,6 +60,24 @@ def test_recipe_key_depends_on_everything_that_matters():
     assert a.key() == Recipe(name="x").key()
     assert a.key() != replace(a, labels_per_class=5).key()
     assert a.key() != replace(a, train=replace(a.train, lr=0.05)).key()
+    assert a.key() != replace(a, cv_fold=(0, 5)).key() != replace(a, cv_fold=(1, 5)).key()
+    assert "cv_fold" not in a.experiment()  # keys of recipes without folds are those from before the field existed
+
+
+def test_cv_folds_of_a_catalog_score_every_image_once(tmp_path, make_catalog):
+    data = make_catalog(tmp_path / "cat")
+    held = []
+    for fold in range(3):
+        d = prepare_data(Recipe(name="f", data=str(data), size=16, in_chans=3, cv_fold=(fold, 3)))
+        assert d.split["cv_fold"] == [fold, 3]
+        held += [rel for rel, _ in d.split["val"] + d.split["test"]]
+        assert not {rel for rel, _ in d.split["train"]} & set(held[-len(d.val) - len(d.test):])
+    n = len(prepare_data(Recipe(name="f", data=str(data), size=16, in_chans=3)).source.pool)
+    assert sorted(held) == sorted(set(held)) and len(held) == n
+    with pytest.raises(ConfigError, match="cv_fold"):
+        Recipe(name="f", cv_fold=(3, 3))
+    with pytest.raises(Exception, match="official test set"):
+        prepare_data(Recipe(name="f", cv_fold=(0, 3)))  # Fashion-MNIST keeps its official test set
 
 
 def test_prepare_fashion_mnist_subsets_and_relabels():

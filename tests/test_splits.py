@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from prodvision.data import near_duplicates, phash, stratified_split
+from prodvision.data import kfold_split, near_duplicates, phash, stratified_split
 
 
 def test_split_is_stratified_disjoint_and_stable():
@@ -30,6 +30,31 @@ def test_groups_never_straddle_parts():
     s = stratified_split(y, seed=0, groups=groups)
     for a, b in ((s.train, s.val), (s.train, s.test), (s.val, s.test)):
         assert not set(groups[a]) & set(groups[b])
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_kfold_holds_out_every_item_once(grouped):
+    y = np.repeat(np.arange(4), 30)
+    groups = np.arange(120) // 3 if grouped else None
+    held = []
+    for fold in range(5):
+        s = kfold_split(y, k=5, fold=fold, seed=2, groups=groups)
+        parts = [set(s.train), set(s.val), set(s.test)]
+        assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+        assert set().union(*parts) == set(range(120))
+        assert len(s.val) and len(s.test) and abs(len(s.val) - len(s.test)) <= (3 if grouped else 1)
+        assert set(np.unique(y[s.train])) == set(range(4))
+        if grouped:
+            assert not set(groups[s.train]) & set(groups[np.concatenate([s.val, s.test])])
+        held += list(s.val) + list(s.test)
+    assert sorted(held) == list(range(120))  # each item scored exactly once over the k folds
+    again = kfold_split(y, k=5, fold=3, seed=2, groups=groups)
+    assert np.array_equal(again.test, kfold_split(y, k=5, fold=3, seed=2, groups=groups).test)
+
+
+def test_kfold_refuses_a_fold_out_of_range():
+    with pytest.raises(ValueError, match="0 <= fold < k"):
+        kfold_split([0, 1] * 10, k=5, fold=5)
 
 
 def test_bad_fractions():

@@ -66,6 +66,17 @@ def test_batch_augment_flip_and_translate_per_image(rng):
                    for dy in range(-2, 3) for dx in range(-2, 3))
 
 
+def test_an_in_memory_item_with_a_batch_transform_is_that_item_of_a_batch(rng):
+    from prodvision.data import ArrayDataset
+
+    imgs = rng.integers(0, 255, (6, 12, 12), dtype=np.uint8)
+    ds = ArrayDataset(imgs, np.arange(6) % 2, ["a", "b"],
+                      BatchAugment(size=16, in_chans=1, mean=(0.0,), std=(1 / 255,), augment=AugmentConfig(hflip=0.0)))
+    x, y = ds[4]  # one item (e.g. to probe a trunk's output shape) goes through the batch path
+    assert x.shape == (1, 16, 16) and y == 0
+    torch.testing.assert_close(x, ds.__getitems__([4])[0][0])
+
+
 def test_batch_augment_all_ops_shapes_and_range():
     torch.manual_seed(0)
     x = torch.randint(0, 255, (16, 3, 40, 40), dtype=torch.uint8)

@@ -10,12 +10,12 @@ from .fashion import (
 from .icons import load_product_icons, product_icons_dir
 from .images import IMG_EXTENSIONS, ImageLoadError, load_image, probe_image
 from .sources import BUILTIN, Source, file_digest, fingerprint, load_dataset
-from .splits import Split, hamming_min, near_duplicates, phash, pixel_nearest, stratified_split
+from .splits import Split, hamming_min, kfold_split, near_duplicates, phash, pixel_nearest, stratified_split
 
 __all__ = [
     "ArrayDataset", "BUILTIN", "CatalogDataset", "DatasetChecksumError", "DatasetNotFoundError", "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_GROUPS", "FashionMNIST", "IMG_EXTENSIONS", "ImageLimits", "ImageLoadError", "ScanReport", "Skipped",
     "Source", "Split", "file_digest", "find_fashion_mnist", "fingerprint", "hamming_min", "load_dataset",
     "load_fashion_mnist", "load_image", "load_product_icons", "near_duplicates", "phash", "pixel_nearest", "probe_image",
-    "product_icons_dir", "scan_files", "scan_folder", "stratified_split",
+    "product_icons_dir", "scan_files", "scan_folder", "stratified_split", "kfold_split",
 ]

@@ -93,6 +93,8 @@ class ArrayDataset(Dataset):
         return tv_tensors.Image(x)
 
     def __getitem__(self, i: int):
+        if getattr(self.transform, "batched", False):  # a batch transform (BatchAugment) takes (B, C, H, W)
+            return self.__getitems__([i])[0]
         x = self.image(i)
         return (self.transform(x) if self.transform else x), int(self.targets[i])
 

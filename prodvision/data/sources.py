@@ -23,7 +23,7 @@ from .catalog import CatalogDataset, Skipped
 from .cifar import load_cifar10
 from .fashion import ArrayDataset, load_fashion_mnist
 from .icons import icon_groups, load_product_icons
-from .splits import Split, stratified_split
+from .splits import Split, kfold_split, stratified_split
 
 __all__ = ["Source", "load_dataset", "fingerprint", "file_digest", "BUILTIN"]
 
@@ -55,8 +55,9 @@ class Source:
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
-    def split(self, *, seed: int = 0, val_fraction: float = 0.1) -> Split:
+    def split(self, *, seed: int = 0, val_fraction: float = 0.1, cv_fold: tuple[int, int] | None = None) -> Split:
         """Indices into ``pool``: train/val (and test when there is no official test set), stratified and seeded.
+        ``cv_fold=(i, k)``: fold i of a k-fold cross-validation instead (:func:`kfold_split`; no official test set).
 
         Raises:
             DataError: a class has too few images to be split (the message names it and gives every class's count).
@@ -69,7 +70,12 @@ class Source:
             raise DataError(f"{self.name}: a stratified split needs at least {MIN_PER_CLASS} images per class, but "
                             f"{', '.join(few)}; add images or remove that class folder")
         fractions = (1 - val_fraction, val_fraction, 0.0) if self.test is not None else (0.8, 0.1, 0.1)
+        if cv_fold is not None and self.test is not None:
+            raise DataError(f"{self.name} has an official test set: cross-validation folds (cv_fold={cv_fold}) are "
+                            "for folders and CSV catalogs without one")
         try:
+            if cv_fold is not None:
+                return kfold_split(targets, k=cv_fold[1], fold=cv_fold[0], seed=seed, groups=self.groups)
             return stratified_split(targets, fractions=fractions, seed=seed, groups=self.groups)
         except ValueError as e:  # scikit-learn: e.g. fewer test images than classes
             per = ", ".join(f"{c}={counts.get(i, 0)}" for i, c in enumerate(self.classes))

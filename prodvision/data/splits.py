@@ -8,9 +8,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 from scipy.fft import dct
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold, train_test_split
 
-__all__ = ["Split", "stratified_split", "phash", "hamming_min", "near_duplicates", "pixel_nearest"]
+__all__ = ["Split", "stratified_split", "kfold_split", "phash", "hamming_min", "near_duplicates", "pixel_nearest"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,33 @@ def stratified_split(
         train_idx, val_idx = train_test_split(
             rest_idx, test_size=f_val / (f_train + f_val), stratify=y[rest_idx], random_state=seed + 1)
     return Split(np.sort(train_idx), np.sort(val_idx), np.sort(test_idx))
+
+
+def kfold_split(targets: Sequence[int], *, k: int, fold: int, seed: int = 0, groups: Sequence | None = None) -> Split:
+    """Fold ``fold`` of a seeded, stratified ``k``-fold cross-validation: that fold is held out (its two stratified
+    halves are val and test), the other ``k - 1`` folds train. Over ``fold = 0..k-1`` every item is held out exactly
+    once, so the held-out predictions of the k runs are one prediction per item (unlike repeated random splits, whose
+    held-out sets overlap).
+
+    Args:
+        groups: optional group id per item; a group never straddles train and the held-out fold (scikit-learn's
+            ``StratifiedGroupKFold``: stratification is then approximate).
+    """
+    y = np.asarray(targets)
+    if not 2 <= k <= len(y) or not 0 <= fold < k:
+        raise ValueError(f"k-fold split: need 2 <= k <= {len(y)} and 0 <= fold < k, got k={k}, fold={fold}")
+    idx = np.arange(len(y))
+    g = None if groups is None else np.asarray(groups)
+
+    def folds(items: np.ndarray, n: int, s: int):
+        if g is None:
+            return StratifiedKFold(n, shuffle=True, random_state=s).split(items, y[items])
+        return StratifiedGroupKFold(n, shuffle=True, random_state=s).split(items, y[items], g[items])
+
+    train_pos, held_pos = list(folds(idx, k, seed))[fold]
+    held = idx[held_pos]
+    val_pos, test_pos = next(iter(folds(held, 2, seed + 1)))  # two halves of the held-out fold
+    return Split(np.sort(idx[train_pos]), np.sort(held[val_pos]), np.sort(held[test_pos]))
 
 
 def _group_split(y: np.ndarray, groups: np.ndarray, fractions, seed: int) -> Split:
