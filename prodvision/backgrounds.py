@@ -10,7 +10,6 @@ disjoint pools, so a model trained with one pool's backgrounds is tested on phot
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -124,8 +123,3 @@ class RandomBackground:
         rgb = image.convert("RGB")
         bg = Image.fromarray(background).resize(rgb.size, Image.Resampling.BILINEAR)
         return Image.fromarray(composite(np.asarray(rgb), np.asarray(bg)))
-
-
-def fixed_backgrounds(n_items: int, patches: Sequence[np.ndarray], seed: int = 0) -> np.ndarray:
-    """A reproducible background index per item (for an evaluation set): ``(n_items,)`` int."""
-    return np.random.default_rng(seed).integers(0, len(patches), n_items)

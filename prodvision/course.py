@@ -25,7 +25,7 @@ from .models import create_model
 from .paths import cache_dir
 from .recipes import Recipe, get_or_train, prepare_data
 
-__all__ = ["ROLES", "default_recipe", "register", "recipe", "recipe_from_dict", "logits", "icon_features",
+__all__ = ["ROLES", "default_recipe", "register", "recipe", "logits", "icon_features",
            "icons_probe_model", "model", "describe"]
 
 # Fashion-MNIST at an 8-epoch CPU budget: flips only and no label smoothing beat stronger regularisation
@@ -108,11 +108,6 @@ def default_recipe(role: str, *, epochs: int | None = None, widths: tuple[int, .
 
 def _registry() -> Path:
     return cache_dir() / "course.json"
-
-
-def recipe_from_dict(d: dict[str, Any]) -> Recipe:
-    """Inverse of ``Recipe.to_dict()`` (kept for old callers; see ``Recipe.from_dict``)."""
-    return Recipe.from_dict(d)
 
 
 def register(role: str, r: Recipe) -> None:

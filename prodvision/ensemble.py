@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .evaluate import accuracy, softmax
+from .evaluate import softmax
 
 __all__ = ["average", "weighted_average", "fit_weights", "hard_vote", "soft_vote", "Stacker", "disagreement",
            "diversity_table", "gain_cost_table"]
@@ -137,7 +137,3 @@ def gain_cost_table(rows: Sequence[dict]):
     df["gain_vs_best_single"] = (df["accuracy"] - single) * 100
     df["relative_cost"] = df["forward_passes"] / df["forward_passes"].min()
     return df
-
-
-def ensemble_accuracy(probs_or_pred: np.ndarray, targets: np.ndarray) -> float:
-    return accuracy(probs_or_pred, targets)
