@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from .errors import ConfigError
 
-__all__ = ["BACKGROUND_POOLS", "background_photos", "background_patches", "foreground_mask", "composite",
+__all__ = ["BACKGROUND_POOLS", "background_photos", "background_patches", "foreground_mask", "composite", "place",
            "RandomBackground"]
 
 #: Offline photos by pool: "train" backgrounds for augmentation, "test" backgrounds for evaluation (disjoint).
@@ -97,6 +97,34 @@ def composite(image: np.ndarray, background: np.ndarray, *, mask: np.ndarray | N
     m = foreground_mask(image.astype(np.uint8)) if mask is None else mask
     alpha = ndimage.uniform_filter(m.astype(np.float32), size=3)[..., None]  # (H, W, 1), soft edge
     return (alpha * image + (1 - alpha) * background).round().clip(0, 255).astype(np.uint8)
+
+
+def place(image: np.ndarray, background: np.ndarray, *, scale: float, rng: np.random.Generator
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The product of ``image`` (white background) shrunk to ``scale`` of the background's size and put at a random
+    position on ``background``: a product in a scene, with its silhouette known (for localisation tests).
+
+    Args:
+        image: RGB uint8 ``(h, w, 3)`` on a white background.
+        background: RGB uint8 ``(H, W, 3)``.
+        scale: side of the product's image relative to the background's, in ``(0, 1]``.
+        rng: draws the position.
+
+    Returns:
+        ``(scene, mask)``: RGB uint8 ``(H, W, 3)`` and bool ``(H, W)``, ``True`` on the product's pixels.
+    """
+    if not 0 < scale <= 1:
+        raise ConfigError(f"place: scale must be in (0, 1], got {scale}")
+    background = np.asarray(background, np.uint8)
+    big_h, big_w = background.shape[:2]
+    h, w = max(1, round(scale * big_h)), max(1, round(scale * big_w))
+    small = np.asarray(Image.fromarray(np.asarray(image, np.uint8)).resize((w, h), Image.Resampling.BILINEAR))
+    y, x = int(rng.integers(0, big_h - h + 1)), int(rng.integers(0, big_w - w + 1))
+    canvas = np.full_like(background, 255)
+    canvas[y:y + h, x:x + w] = small
+    mask = np.zeros((big_h, big_w), bool)
+    mask[y:y + h, x:x + w] = foreground_mask(small)
+    return composite(canvas, background, mask=mask), mask
 
 
 @dataclass
