@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .deployed import DeployedModel
 
 __all__ = ["CAM_METHODS", "cam", "target_layer", "randomize", "sanity_check", "cascading_randomization", "random_maps",
-           "faithfulness", "overlay", "upsample_cam", "Explanation", "explain_image"]
+           "mass_on", "faithfulness", "overlay", "upsample_cam", "Explanation", "explain_image"]
 
 
 def _methods() -> dict[str, type]:
@@ -195,6 +195,22 @@ def random_maps(n: int, size: tuple[int, int], *, smooth: float = 0.0, seed: int
         maps = np.stack([gaussian_filter(m, smooth) for m in maps])
     lo, hi = maps.min((1, 2), keepdims=True), maps.max((1, 2), keepdims=True)
     return ((maps - lo) / np.maximum(hi - lo, 1e-8)).astype(np.float32)
+
+
+def mass_on(maps: np.ndarray, masks: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    """The share of each map's mass that falls on its mask (e.g. the product's silhouette): ``(N,)`` in [0, 1].
+
+    A blank map (all zero: no positive evidence anywhere) points nowhere and gets 0, so it counts against any claim
+    that the maps find the product. Compare with each mask's share of the image, ``masks.mean(axis=(1, 2))``: what a
+    map that knows nothing about the image would put on it.
+    """
+    maps = np.asarray(maps, np.float64)
+    masks = np.asarray(masks, bool)
+    if maps.shape != masks.shape:
+        raise ConfigError(f"mass_on: maps {maps.shape} and masks {masks.shape} must have the same shape")
+    total = maps.sum(axis=(1, 2))
+    on = np.where(masks, maps, 0.0).sum(axis=(1, 2))
+    return np.where(total > 0, on / np.where(total > 0, total, 1.0), 0.0)
 
 
 def faithfulness(model: nn.Module, images: torch.Tensor, maps: np.ndarray, targets: Sequence[int],

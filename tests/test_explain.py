@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from prodvision import explain
+from prodvision.errors import ConfigError
 from prodvision.models import ARCHS, create_model
 
 
@@ -125,3 +126,14 @@ def test_overlay_is_readable_size():
     assert out.shape == (224, 224, 3) and out.dtype == np.uint8
     up = explain.upsample_cam(np.ones((1, 7, 7), np.float32) * 0.5, (28, 28))
     assert up.shape == (1, 28, 28) and np.allclose(up, 0.5)
+
+
+def test_mass_on_counts_blank_maps_as_zero():
+    maps = np.zeros((3, 4, 4), np.float32)
+    maps[0, :2] = 1.0  # all mass in the top half
+    maps[1] = 1.0  # uniform
+    masks = np.zeros((3, 4, 4), bool)
+    masks[:, :2] = True  # the top half is the product
+    np.testing.assert_allclose(explain.mass_on(maps, masks), [1.0, 0.5, 0.0])  # the blank third map: 0, not 0/0
+    with pytest.raises(ConfigError, match="same shape"):
+        explain.mass_on(maps, masks[:, :2])
