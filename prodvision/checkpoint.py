@@ -10,7 +10,10 @@ loading a checkpoint never runs code from the file.
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -82,15 +85,57 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Read a checkpoint with ``torch.load(weights_only=True)``.
 
     Raises:
-        CheckpointError: missing, unreadable, or not a prodvision checkpoint.
+        CheckpointError: missing, truncated or corrupt, holding objects other than tensors and plain data (refused
+            for safety: unpickling them could run code), or not a prodvision checkpoint. The message is one line
+            that names the file and says what to do.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    truncated = _truncated(path)
+    if truncated:
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({truncated}); the copy or the write was cut "
+                              f"short. {AGAIN}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises many types (UnpicklingError, RuntimeError, EOFError) for bad files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+    except pickle.UnpicklingError as e:
+        if WEIGHTS_ONLY_REFUSED in str(e):  # torch's message goes on to suggest weights_only=False: not for this file
+            found = re.search(r"GLOBAL (\S+)", str(e))
+            raise CheckpointError(
+                f"{path}: contains objects other than tensors, numbers, strings, lists and dicts"
+                f"{f' ({found[1]})' if found else ''}; refused for safety, since loading them could run code from the "
+                "file. A prodvision checkpoint never holds such objects: use one written by prodvision train"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(e)}). {AGAIN}") from None
+    except Exception as e:  # torch raises many types (RuntimeError, EOFError, KeyError) for damaged or foreign files
+        raise CheckpointError(f"{path}: corrupt checkpoint, or not a PyTorch file ({_first_line(e)}). {AGAIN}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a prodvision checkpoint (no format={FORMAT!r} field)")
     return obj
+
+
+#: What a damaged checkpoint's error says to do.
+AGAIN = "Re-train it (prodvision train with --no-resume, or into a new --out folder) or copy it again from its source"
+#: The start of torch's message when ``weights_only=True`` meets a global it does not allow.
+WEIGHTS_ONLY_REFUSED = "Weights only load failed"
+
+
+def _truncated(path: Path) -> str | None:
+    """Why ``path`` is visibly cut short, or None. ``torch.save`` writes a zip archive whose directory is at the end,
+    so a file that starts like one but has no readable directory lost its end; an empty file lost everything."""
+    size = path.stat().st_size
+    if size == 0:
+        return "the file is empty"
+    with open(path, "rb") as fh:
+        if fh.read(4) != b"PK\x03\x04":
+            return None  # not a zip archive: torch's legacy format, or not a checkpoint at all
+    try:
+        with zipfile.ZipFile(path):
+            return None
+    except (zipfile.BadZipFile, OSError):
+        return f"{size} bytes: the end of the zip archive torch writes is missing"
+
+
+def _first_line(e: BaseException) -> str:
+    line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {line[:160]}" if line else type(e).__name__
