@@ -284,6 +284,29 @@ def _write_json(path: Path, obj: Any) -> None:
     cache.atomic_write_text(path, json.dumps(obj, indent=1, default=str) + "\n")
 
 
+def _read_json(path: Path) -> Any:
+    """One record of a run folder (``recipe.json``, ``history.json``).
+
+    Raises:
+        ConfigError: the file is not complete JSON (cut short or damaged); the message says whether the run can
+            resume, i.e. whether the folder still holds a readable ``last.pt`` to continue from.
+    """
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e)
+        last = path.parent / "last.pt"
+        if path.name == "history.json" and last.is_file():
+            fix = (f"the run can resume: train it again into {path.parent} with the same settings (prodvision train "
+                   "--out, or train_recipe), which continues from last.pt and writes history.json anew"
+                   f"{'; for a cached run, delete its DONE file first' if cache.is_done(path.parent) else ''}")
+        else:
+            why = "its record recipe.json is lost" if path.name == "recipe.json" else "no last.pt there"
+            fix = (f"the run cannot resume ({why}): train it again from scratch (prodvision train --no-resume, "
+                   f"or delete {path.parent})")
+        raise ConfigError(f"{path}: corrupt, not complete JSON ({where}); {fix}") from None
+
+
 def _check_run_folder(out: Path, recipe: Recipe, data: PreparedData) -> dict[str, tuple[Any, Any]]:
     """A run folder being resumed must hold a run of the same recipe on the same data.
 
@@ -294,7 +317,7 @@ def _check_run_folder(out: Path, recipe: Recipe, data: PreparedData) -> dict[str
     path = out / "recipe.json"
     if not path.is_file():
         return {}
-    saved = json.loads(path.read_text())
+    saved = _read_json(path)
     now = json.loads(json.dumps(recipe.experiment(), default=str))
     old = Recipe.from_dict(saved["recipe"]).experiment() if "recipe" in saved else {}
     old = json.loads(json.dumps(old, default=str))
@@ -466,8 +489,8 @@ def load_run(folder: str | Path) -> Trained:
     """A finished run folder (from ``train_recipe``, ``get_or_train`` or ``prodvision train``) as a :class:`Trained`."""
     folder = Path(folder)
     model, ck = load_model(folder / "best.pt")
-    recipe = Recipe.from_dict(json.loads((folder / "recipe.json").read_text())["recipe"])
-    hist = History(**json.loads((folder / "history.json").read_text()))
+    recipe = Recipe.from_dict(_read_json(folder / "recipe.json")["recipe"])
+    hist = History(**_read_json(folder / "history.json"))
     ispec = InputSpec.from_dict(ck["input"])
     return Trained(model, recipe, hist, list(ck["classes"]), ispec, folder / "best.pt", cached=True)
 

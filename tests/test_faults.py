@@ -1,12 +1,18 @@
-"""Damaged files give one-line errors that name the file and the fix (issue 24): truncated or untrusted checkpoints."""
+"""Damaged files give one-line errors that name the file and the fix (issue 24): truncated or untrusted checkpoints,
+a torn run record."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
 from prodvision.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from prodvision.cli import main
+from prodvision.errors import ConfigError
+from prodvision.recipes import Recipe, load_run, train_recipe
+from prodvision.train import TrainConfig
 
 
 class NotATensor:  # a pickled instance of this is what weights_only=True refuses
@@ -61,3 +67,47 @@ def test_untrusted_checkpoint_is_refused_without_suggesting_weights_only_false(t
     assert "weights_only" not in msg and "trust" not in msg  # torch's "re-run with weights_only=False" is not advice
     if how == "torch.save":
         assert "NotATensor" in msg  # names what it holds
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+def _recipe(data):
+    return Recipe(name="tiny", arch="mini_resnet", data=str(data), size=16, in_chans=3,
+                  model_kwargs={"widths": (4, 8, 8)},
+                  train=TrainConfig(epochs=1, batch_size=8, lr=0.05, device="cpu", channels_last=False))
+
+
+@pytest.fixture
+def run(tmp_path, make_catalog):
+    recipe = _recipe(make_catalog(tmp_path / "cat"))
+    train_recipe(recipe, tmp_path / "run", progress=False)
+    return recipe, tmp_path / "run"
+
+
+def test_torn_history_json_names_the_file_and_how_to_resume(run):
+    recipe, folder = run
+    good = (folder / "history.json").read_text()
+    (folder / "history.json").write_text(good[:len(good) // 2])
+    with pytest.raises(ConfigError) as e:
+        load_run(folder)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{folder / 'history.json'}: ")
+    msg = msg[len(str(folder / "history.json")):]
+    assert "corrupt" in msg and "can resume" in msg
+    train_recipe(recipe, folder, progress=False)  # what the message says to do works: history.json is written again
+    again, before = json.loads((folder / "history.json").read_text()), json.loads(good)
+    assert again.pop("resumed_from") == 1 and before.pop("resumed_from") is None and again == before
+    assert load_run(folder).history.epochs == json.loads(good)["epochs"]
+
+    (folder / "history.json").write_text(good[:10])
+    (folder / "last.pt").unlink()
+    with pytest.raises(ConfigError, match="cannot resume.*train it again"):
+        load_run(folder)
+
+
+def test_torn_recipe_json_names_the_file(run):
+    recipe, folder = run
+    (folder / "recipe.json").write_text('{"recipe": {"na')
+    with pytest.raises(ConfigError) as e:
+        train_recipe(recipe, folder, progress=False)
+    msg, head = str(e.value), f"{folder / 'recipe.json'}: "
+    assert "\n" not in msg and msg.startswith(head) and "corrupt" in msg[len(head):]
