@@ -8,6 +8,7 @@ renamed into place, so a killed process never leaves a half-written result that 
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -18,7 +19,8 @@ from typing import Any, Callable, BinaryIO
 
 from .paths import cache_dir
 
-__all__ = ["make_key", "entry", "is_done", "mark_done", "atomic_write", "atomic_write_text", "clear"]
+__all__ = ["make_key", "entry", "is_done", "mark_done", "atomic_write", "atomic_write_text",
+           "remove_stale_temp_files", "clear"]
 
 DONE = "DONE"
 
@@ -44,10 +46,16 @@ def mark_done(folder: str | os.PathLike) -> None:
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(fh)`` on a temporary file next to ``path``, fsync it and rename it to ``path``."""
+    """Call ``write(fh)`` on a temporary file next to ``path``, fsync it and rename it to ``path``.
+
+    The temporary file is ``.<name>.<pid>.<random>.tmp``. One that a killed writer left behind (no process has its
+    id any more, or its name carries no id) is removed by the next write to the same path; one whose writer still
+    runs is left alone, so two processes may write the same path at once.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -60,6 +68,31 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             os.unlink(tmp)
         raise
     return path
+
+
+def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that killed :func:`atomic_write` calls to ``path`` left next to it; returns them."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    stale = []
+    for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = tmp.name[len(prefix):-len(".tmp")].split(".")[0]
+        if not (pid.isdigit() and _alive(int(pid))):
+            tmp.unlink(missing_ok=True)
+            stale.append(tmp)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    except OverflowError:
+        return False
+    return True
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

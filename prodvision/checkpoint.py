@@ -66,12 +66,10 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``obj`` to ``path`` atomically: temp file in the same folder, flush + fsync, ``os.replace``, fsync dir.
 
     A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a torn file; the temp file
-    such a crash leaves behind is removed by the next save to the same path. The file gets the umask's permissions.
+    such a crash leaves behind is removed by the next save to the same path (:func:`cache.atomic_write`). The file
+    gets the umask's permissions.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed while writing
-        stale.unlink(missing_ok=True)
     atomic_write(path, lambda fh: torch.save({"format": FORMAT, **obj}, fh))
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:

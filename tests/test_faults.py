@@ -1,13 +1,15 @@
 """Damaged files give one-line errors that name the file and the fix (issue 24): truncated or untrusted checkpoints,
-a torn run record."""
+a torn run record; and the temp files a killed atomic write leaves behind are removed by the next write."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 
+from prodvision import cache
 from prodvision.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from prodvision.cli import main
 from prodvision.errors import ConfigError
@@ -111,3 +113,24 @@ def test_torn_recipe_json_names_the_file(run):
         train_recipe(recipe, folder, progress=False)
     msg, head = str(e.value), f"{folder / 'recipe.json'}: "
     assert "\n" not in msg and msg.startswith(head) and "corrupt" in msg[len(head):]
+
+
+def test_a_killed_atomic_write_leaves_nothing_after_the_next_run(run, tmp_path):
+    recipe, folder = run
+    stale = [folder / ".split.json.k2x9_q1.tmp", folder / ".history.json.99999999.abc.tmp", folder / ".best.pt.z.tmp"]
+    for p in stale:
+        p.write_text("half a file")
+    live = folder / f".split.json.{os.getpid()}.live.tmp"  # a writer that is still running keeps its file
+    live.write_text("being written")
+    other = folder / ".notes.txt.x.tmp"  # not a file this run writes
+    other.write_text("")
+    train_recipe(recipe, folder, progress=False)
+    assert not any(p.exists() for p in stale)
+    assert live.exists() and other.exists()
+
+
+def test_atomic_write_temp_files_name_their_writer(tmp_path):
+    seen = []
+    cache.atomic_write(tmp_path / "a.json", lambda fh: seen.extend(p.name for p in tmp_path.glob(".a.json.*.tmp")))
+    assert len(seen) == 1 and seen[0].startswith(f".a.json.{os.getpid()}.")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
