@@ -90,3 +90,49 @@ def test_decoded_once_per_process_but_callers_get_their_own_copy(tmp_path):
     f.write_bytes(bytes(data))
     os.utime(f, ns=(os.stat(f).st_atime_ns, os.stat(f).st_mtime_ns + 10**9))
     assert load_fashion_mnist(root, verify=False).train.targets[-1] == 7
+
+
+def _damage(path, how):
+    data = bytearray(path.read_bytes())
+    if how == "flipped":  # one byte of the gzip header's magic: gzip.BadGzipFile
+        data[1] ^= 0xFF
+    elif how == "flipped_data":  # one byte inside the deflate stream: zlib.error or a CRC mismatch
+        data[len(data) // 2] ^= 0xFF
+    else:  # truncated: EOFError
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["flipped", "flipped_data", "truncated"])
+@pytest.mark.parametrize("verify", [True, False])
+def test_corrupt_gzip_names_the_file_and_the_fix(tmp_path, how, verify):
+    root = _write_idx(tmp_path / "fm")
+    bad = root / "train-images-idx3-ubyte.gz"
+    _damage(bad, how)
+    with pytest.raises(DatasetChecksumError) as e:
+        load_fashion_mnist(root, verify=verify)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(f"{bad}: ")
+    msg = msg[len(str(bad)):]  # the words after the path (which holds the test's name)
+    assert "corrupt" in msg
+    assert "prodvision data fetch" in msg
+
+
+def test_corrupt_debian_file_says_reinstall_the_package(tmp_path, monkeypatch):
+    debian = _write_idx(tmp_path / "usr-share-datasets-fashion-mnist")
+    _damage(debian / "t10k-labels-idx1-ubyte.gz", "truncated")
+    monkeypatch.delenv("PRODVISION_DATA", raising=False)
+    monkeypatch.setattr(fashion, "DEBIAN_PATH", debian)
+    monkeypatch.setattr(fashion, "repo_root", lambda: tmp_path / "no-repo")
+    with pytest.raises(DatasetChecksumError) as e:
+        load_fashion_mnist(verify=False)
+    msg, bad = str(e.value), debian / "t10k-labels-idx1-ubyte.gz"
+    assert "\n" not in msg and msg.startswith(f"{bad}: ")
+    assert "sudo apt-get install --reinstall dataset-fashion-mnist" in msg
+
+
+def test_truncated_uncompressed_idx_is_refused_even_unverified(tmp_path):
+    root = _write_idx(tmp_path / "fm", gz=False)
+    _damage(root / "train-images-idx3-ubyte", "truncated")
+    with pytest.raises(DatasetChecksumError, match=r"train-images-idx3-ubyte: .*truncated"):
+        load_fashion_mnist(root, verify=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,7 +68,8 @@ class DatasetNotFoundError(DataNotFoundError):
 
 
 class DatasetChecksumError(ProdvisionError, ValueError):
-    """A dataset file is present but its content does not match the published checksum."""
+    """A dataset file is present but corrupt: it cannot be decoded, or its content does not match the published
+    checksum. The message names the file and how to replace it."""
 
 
 class ArrayDataset(Dataset):
@@ -181,18 +183,34 @@ def _read_idx(path: Path, stem: str, verify: bool) -> np.ndarray:
     return _DECODED[key].copy()  # writable, owns its memory
 
 
+def _replace_it(path: Path) -> str:
+    """How to get a good copy of a corrupt Fashion-MNIST file, for the error's last words."""
+    if path.resolve().is_relative_to(DEBIAN_PATH.resolve()):
+        return "reinstall the Debian package: sudo apt-get install --reinstall dataset-fashion-mnist"
+    return ("delete it and get the files again: prodvision data fetch --download (online), or the Debian package "
+            "dataset-fashion-mnist (offline)")
+
+
 def _decode_idx(path: Path, stem: str, verify: bool) -> np.ndarray:
     raw = path.read_bytes()
-    data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    try:
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile (an OSError): bad header or CRC; EOFError: cut short
+        why = "cut short" if isinstance(e, EOFError) else str(e) or type(e).__name__
+        raise DatasetChecksumError(f"{path}: corrupt gzip file, it cannot be decompressed ({why}); "
+                                   f"{_replace_it(path)}") from None
     expected, count = _FILES[stem]
     if verify and hashlib.sha256(data).hexdigest() != expected:
         raise DatasetChecksumError(
             f"{path}: SHA-256 of the decompressed content does not match the published Fashion-MNIST file "
-            f"(expected {expected}); the file is corrupt or a different dataset. Delete it and fetch it again."
+            f"(expected {expected}); the file is corrupt or a different dataset: {_replace_it(path)}"
         )
     magic = int.from_bytes(data[0:4], "big")
     ndim = magic & 0xFF
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    if len(data) < 4 + 4 * ndim or magic >> 8 != 0x08 or len(data) != 4 + 4 * ndim + int(np.prod(dims)):
+        raise DatasetChecksumError(f"{path}: corrupt or truncated IDX file ({len(data)} bytes do not hold the "
+                                   f"uint8 array of shape {tuple(dims)} its header announces); {_replace_it(path)}")
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
     if verify and dims[0] != count:
         raise DatasetChecksumError(f"{path}: holds {dims[0]} items, expected {count}")
@@ -227,7 +245,7 @@ def load_fashion_mnist(
 
     Raises:
         DatasetNotFoundError: no source has it (the message names both ways to get it).
-        DatasetChecksumError: a file is corrupt.
+        DatasetChecksumError: a file is corrupt (cannot be decompressed or decoded, or fails its checksum).
     """
     found = find_fashion_mnist(root)
     if found is None:
