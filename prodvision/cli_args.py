@@ -6,7 +6,7 @@ the range and, where one helps, the fix::
     $ prodvision train --out r --batch-size 0
     prodvision train: error: argument --batch-size: must be a positive integer (got 0)
     $ prodvision train --out r --size -32
-    prodvision train: error: argument --size: must be a side in pixels from 1 to 4096 (got -32); did you mean 32?
+    prodvision train: error: argument --size: must be a side in pixels from 8 to 4096 (got -32); did you mean 32?
 
 :class:`Parser` prints such an error in that one line and exits with argparse's status 2 (``--help`` still shows the
 usage). Both run while the arguments are parsed, before any subcommand imports PyTorch: like ``cli``, this module
@@ -19,7 +19,7 @@ import argparse
 import math
 from typing import Callable
 
-from .config import MAX_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS
+from .config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS
 
 __all__ = ["Parser", "integer", "number", "INPUT_SIZE", "PORT", "OPSET", "POSITIVE", "COUNT", "SEED", "FRACTION"]
 
@@ -99,10 +99,10 @@ SEED = integer(0)
 #: A probability, precision or mixing weight.
 FRACTION = number(0, 1)
 #: The side of a model input or an overlay, in pixels.
-INPUT_SIZE = integer(1, MAX_INPUT_SIZE, what="a side in pixels",
+INPUT_SIZE = integer(MIN_INPUT_SIZE, MAX_INPUT_SIZE, what="a side in pixels",
                      too_big=f"larger inputs do not fit in memory: at {MAX_INPUT_SIZE} px one image already gives a "
                              "ResNet-18's first layer 1 GiB of activations",
-                     fix=lambda v: f"did you mean {-v}?" if v < 0 else "leave the option out for the default")
+                     fix=lambda v: f"did you mean {-v}?" if -v >= MIN_INPUT_SIZE else "leave the option out for the default")
 #: A TCP port (0, "any free port", would leave the address unknown to whoever opens the page).
 PORT = integer(1, 65535, what="a TCP port")
 #: An ONNX opset that ``prodvision.export`` can write (``config.ONNX_OPSETS``).

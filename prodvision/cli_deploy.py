@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .cli_args import FRACTION, INPUT_SIZE, OPSET, PORT, POSITIVE, number
-from .config import CAM_METHODS, MAX_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS, ImageLimits, ServeConfig
+from .config import CAM_METHODS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS, ImageLimits, ServeConfig
 from .errors import ConfigError, DataError
 
 __all__ = ["register"]
@@ -218,7 +218,7 @@ def register(sub: argparse._SubParsersAction, formatter: type = argparse.Argumen
                         "OUT/a/x.jpg_cam.png, b/x.png -> OUT/b/x.png_cam.png; OUT/contact_sheet.png shows them all")
     c.add_argument("--method", default="gradcam", choices=CAM_METHODS, help="CAM method (grad-cam package)")
     c.add_argument("--target", default=None, help="class name to explain (default: each image's predicted class)")
-    c.add_argument("--size", type=INPUT_SIZE, default=224, help=f"side of each overlay in px, up to {MAX_INPUT_SIZE}")
+    c.add_argument("--size", type=INPUT_SIZE, default=224, help=f"side of each overlay in px, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
     c.add_argument("--max-pixels", type=POSITIVE, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
     c.set_defaults(func=_cmd_cam)
 
