@@ -86,6 +86,22 @@ def test_every_option_family_is_checked_where_it_is_parsed(argv, expect, capsys,
     assert err.startswith(f"{prog}: error: argument --") and expect in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("argv, fix", [
+    (["train", "--out", "r", "--batch-size", "0"], "(got 0); leave the option out for its default (--help says which)"),
+    (["train", "--out", "r", "--lr", "-1"], "(got -1); leave the option out for its default (--help says which)"),
+    (["serve", "m.onnx", "--port", "99999"], "(got 99999); e.g. --port 8000, the default"),
+    (["predict", "m.onnx", "x.png", "--top-k", "0"], "(got 0); e.g. --top-k 3, the default"),
+    (["export", "m.pt", "--atol", "-1"], "(got -1); e.g. --atol 0.0001, the default"),
+    (["train", "--out", "r", "--target-precision", "2"], "(got 2); e.g. --target-precision 0.95, the default"),
+    (["cam", "m.pt", "x.png", "--out", "o", "--size", "-32"], "(got -32); did you mean 32?"),  # its own fix, alone
+])
+def test_every_refusal_ends_with_a_fix(argv, fix, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.rstrip("\n").endswith(fix) and err.count(";") == 1, err
+
+
 @pytest.mark.parametrize("argv", [
     ["train", "--out", "r", "--size", "8", "--batch-size", "1", "--epochs", "1", "--num-workers", "0", "--seed", "0",
      "--wise", "0", "--target-precision", "1", "--label-smoothing", "0", "--weight-decay", "0"],
