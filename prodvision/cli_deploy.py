@@ -168,7 +168,23 @@ def _cam_paths(files: list[Path], folder: Path) -> tuple[list[str], list[Path]]:
     return names, paths
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Fail now, in one line, if ``host:port`` cannot be listened on: uvicorn finds out only after the model has
+    loaded, then logs the bind error and exits 3. (Another program may still take the port in between; uvicorn
+    reports that.)"""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a closed port's TIME_WAIT is free
+            s.bind(address)
+    except OSError as e:  # in use, not allowed (ports below 1024), or no such host
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host")
+
+
 def _cmd_serve(args) -> int:
+    _check_listen(args.host, args.port)  # before importing torch and loading the model
     from .serve import run
 
     cfg = ServeConfig(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_side=args.max_side,

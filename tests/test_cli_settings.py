@@ -189,3 +189,20 @@ def test_every_arch_trains_at_its_smallest_size(arch):
     if spec.min_size > 8:
         with pytest.raises((RuntimeError, ValueError)):
             model(torch.randn(2, spec.input.in_chans, spec.min_size // 2, spec.min_size // 2))
+
+
+def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path):
+    """uvicorn found a busy port only after the model had loaded (and exported to ONNX), then exited 3 with its log;
+    now the port is tried first, before torch is imported."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-X", "importtime", "-m", "prodvision", "serve", str(tmp_path / "m.onnx"),
+                            "--port", str(port)], capture_output=True, text=True, cwd=REPO, timeout=120)
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("import time:")]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}: ") and "choose another --port" in lines[0]
+    assert "torch" not in _imported(r.stderr)
