@@ -23,8 +23,8 @@ import sys
 from pathlib import Path
 
 from .cli_args import COUNT, FRACTION, INPUT_SIZE, POSITIVE, SEED, Parser, number
-from .config import (FINETUNE_MODES, MAX_INPUT_SIZE, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, WISE_DEFAULT, AugmentConfig,
-                     TrainConfig, default_batch_size, finetune_defaults)
+from .config import (FINETUNE_MODES, MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, WISE_DEFAULT,
+                     AugmentConfig, TrainConfig, default_batch_size, finetune_defaults)
 from .errors import ConfigError, ProdvisionError
 
 __all__ = ["main", "build_parser"]
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--body-lr-mult", type=number(0), default=None,
                    help=f"body lr = lr x this, discriminative LRs (default {_T.body_lr_mult})")
     t.add_argument("--size", type=INPUT_SIZE, default=None,
-                   help=f"input side in px, up to {MAX_INPUT_SIZE} (default: the arch's)")
+                   help=f"input side in px, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} (default: the arch's; VGG needs 32)")
     t.add_argument("--in-chans", type=int, default=None, choices=[1, 3], help="input channels (default: the arch's)")
     t.add_argument("--trainable", nargs="+", default=None, metavar="MODULE",
                    help="freeze all but these: head, last_stage, or module names such as layer4 fc (default: "

@@ -1,15 +1,20 @@
 """Argument parsing of the ``prodvision`` command line: every number is checked where it is parsed.
 
 :func:`integer` and :func:`number` build argparse ``type=`` functions that refuse a value outside its range with
-the range and, where one helps, the fix::
+the range and a fix::
 
     $ prodvision train --out r --batch-size 0
-    prodvision train: error: argument --batch-size: must be a positive integer (got 0)
+    prodvision train: error: argument --batch-size: must be a positive integer (got 0); leave the option out for
+    its default (--help says which)
+    $ prodvision serve m.onnx --port 99999
+    prodvision serve: error: argument --port: must be a TCP port from 1 to 65535 (got 99999); e.g. --port 8000,
+    the default
     $ prodvision train --out r --size -32
-    prodvision train: error: argument --size: must be a side in pixels from 1 to 4096 (got -32); did you mean 32?
+    prodvision train: error: argument --size: must be a side in pixels from 8 to 4096 (got -32); did you mean 32?
 
-:class:`Parser` prints such an error in that one line and exits with argparse's status 2 (``--help`` still shows the
-usage). Both run while the arguments are parsed, before any subcommand imports PyTorch: like ``cli``, this module
+(each error is one line, wrapped here). :class:`Parser` prints such an error in that one line and exits with
+argparse's status 2 (``--help`` still shows the usage); where the checker has no fix of its own, the option's default
+is the fix. Both run while the arguments are parsed, before any subcommand imports PyTorch: like ``cli``, this module
 imports only the standard library and ``prodvision.config``.
 """
 
@@ -19,7 +24,7 @@ import argparse
 import math
 from typing import Callable
 
-from .config import MAX_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS
+from .config import MAX_INPUT_SIZE, MIN_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS
 
 __all__ = ["Parser", "integer", "number", "INPUT_SIZE", "PORT", "OPSET", "POSITIVE", "COUNT", "SEED", "FRACTION"]
 
@@ -32,6 +37,19 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def _get_value(self, action, arg_string):
+        """argparse's conversion of one value, plus a fix for a checked value refused without one of its own: the
+        option's default (``e.g. --port 8000, the default``), or, where the default is computed, to leave it out."""
+        try:
+            return super()._get_value(action, arg_string)
+        except argparse.ArgumentError as e:
+            if not getattr(action.type, "checked", False) or "; " in e.message:
+                raise
+            flag = max(action.option_strings, key=len)
+            fix = ("leave the option out for its default (--help says which)" if action.default is None
+                   else f"e.g. {flag} {_fmt(action.default)}, the default")
+            raise argparse.ArgumentError(action, f"{e.message}; {fix}") from None
 
 
 def _fmt(v: float) -> str:
@@ -68,6 +86,7 @@ def _checker(kind: type, what: str, lo, hi, lo_open: bool, hi_open: bool, too_bi
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    parse.checked = True  # Parser adds a fix to a refusal without one ("; " starts a fix)
     return parse
 
 
@@ -99,10 +118,10 @@ SEED = integer(0)
 #: A probability, precision or mixing weight.
 FRACTION = number(0, 1)
 #: The side of a model input or an overlay, in pixels.
-INPUT_SIZE = integer(1, MAX_INPUT_SIZE, what="a side in pixels",
+INPUT_SIZE = integer(MIN_INPUT_SIZE, MAX_INPUT_SIZE, what="a side in pixels",
                      too_big=f"larger inputs do not fit in memory: at {MAX_INPUT_SIZE} px one image already gives a "
                              "ResNet-18's first layer 1 GiB of activations",
-                     fix=lambda v: f"did you mean {-v}?" if v < 0 else "leave the option out for the default")
+                     fix=lambda v: f"did you mean {-v}?" if -v >= MIN_INPUT_SIZE else "leave the option out for the default")
 #: A TCP port (0, "any free port", would leave the address unknown to whoever opens the page).
 PORT = integer(1, 65535, what="a TCP port")
 #: An ONNX opset that ``prodvision.export`` can write (``config.ONNX_OPSETS``).

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .cli_args import FRACTION, INPUT_SIZE, OPSET, PORT, POSITIVE, number
-from .config import CAM_METHODS, MAX_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS, ImageLimits, ServeConfig
+from .config import CAM_METHODS, MAX_INPUT_SIZE, MIN_INPUT_SIZE, ONNX_OPSET, ONNX_OPSETS, ImageLimits, ServeConfig
 from .errors import ConfigError, DataError
 
 __all__ = ["register"]
@@ -168,7 +168,23 @@ def _cam_paths(files: list[Path], folder: Path) -> tuple[list[str], list[Path]]:
     return names, paths
 
 
+def _check_listen(host: str, port: int) -> None:
+    """Fail now, in one line, if ``host:port`` cannot be listened on: uvicorn finds out only after the model has
+    loaded, then logs the bind error and exits 3. (Another program may still take the port in between; uvicorn
+    reports that.)"""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a closed port's TIME_WAIT is free
+            s.bind(address)
+    except OSError as e:  # in use, not allowed (ports below 1024), or no such host
+        raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e}; choose another --port or --host")
+
+
 def _cmd_serve(args) -> int:
+    _check_listen(args.host, args.port)  # before importing torch and loading the model
     from .serve import run
 
     cfg = ServeConfig(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_side=args.max_side,
@@ -218,7 +234,7 @@ def register(sub: argparse._SubParsersAction, formatter: type = argparse.Argumen
                         "OUT/a/x.jpg_cam.png, b/x.png -> OUT/b/x.png_cam.png; OUT/contact_sheet.png shows them all")
     c.add_argument("--method", default="gradcam", choices=CAM_METHODS, help="CAM method (grad-cam package)")
     c.add_argument("--target", default=None, help="class name to explain (default: each image's predicted class)")
-    c.add_argument("--size", type=INPUT_SIZE, default=224, help=f"side of each overlay in px, up to {MAX_INPUT_SIZE}")
+    c.add_argument("--size", type=INPUT_SIZE, default=224, help=f"side of each overlay in px, {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}")
     c.add_argument("--max-pixels", type=POSITIVE, default=lim.max_pixels, help="refuse larger images (decompression bombs)")
     c.set_defaults(func=_cmd_cam)
 

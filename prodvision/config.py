@@ -15,7 +15,7 @@ from typing import Any
 from .errors import ConfigError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "InputSpec", "AugmentConfig", "TrainConfig", "ImageLimits", "ServeConfig",
-           "CAM_METHODS", "PHOTO_SIZE", "MAX_INPUT_SIZE", "ONNX_OPSET", "ONNX_OPSETS", "FINETUNE_MODES", "WISE_DEFAULT",
+           "CAM_METHODS", "PHOTO_SIZE", "MIN_INPUT_SIZE", "MAX_INPUT_SIZE", "ONNX_OPSET", "ONNX_OPSETS", "FINETUNE_MODES", "WISE_DEFAULT",
            "finetune_defaults", "default_batch_size"]
 
 #: Per-channel (R, G, B) mean of ImageNet's training images on a 0-1 scale: the normalisation of ImageNet weights.
@@ -24,6 +24,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Inputs at least this many pixels on a side count as photo resolution (fast, non-deterministic CPU training).
 PHOTO_SIZE = 96
+#: The smallest input side the command line accepts: below 8 px the poolings of the small nets leave nothing (mini_resnet
+#: at 1 px died in max_pool2d). Archs that pool more say so in ``ArchSpec.min_size`` (VGG: 32), checked by ``Recipe``.
+MIN_INPUT_SIZE = 8
 #: The largest input side the command line accepts: at 4096 px one image gives a ResNet-18's first convolution
 #: 64 x 2048 x 2048 float32 activations (1 GiB), so larger sides cannot train or explain on any common machine.
 MAX_INPUT_SIZE = 4096

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_checkpoint
-from .config import IMAGENET_MEAN, IMAGENET_STD, InputSpec
+from .config import IMAGENET_MEAN, IMAGENET_STD, MIN_INPUT_SIZE, InputSpec
 from .errors import ConfigError, DataNotFoundError
 
 __all__ = [
@@ -159,6 +159,8 @@ class ArchSpec:
     # lets split_model cut a network at a stage boundary. None = not a plain chain (GoogLeNet).
     sequence: Callable[[nn.Module], list[str]] | None = None
     last_stage: str | Callable[[nn.Module], str] = ""  # first module of the last stage ("layer4", "blocks.6")
+    # the smallest input side a training-mode forward pass takes (each pooling halves it; VGG pools five times)
+    min_size: int = MIN_INPUT_SIZE
 
 
 def _tv(fn_name: str, **kw) -> Callable[..., nn.Module]:
@@ -205,15 +207,16 @@ ARCHS: dict[str, ArchSpec] = {
                             last_stage=lambda m: f"layer{m.num_stages}"),
     "vgg11_bn": ArchSpec(_tv("vgg11_bn"), "classifier.6", "features.27", _IMNET, "IMAGENET1K_V1",
                          first_conv="features.0", sequence=_indexed("features", ("avgpool", FLATTEN, "classifier")),
-                         last_stage="features.22"),
+                         last_stage="features.22", min_size=32),
     "vgg16": ArchSpec(_tv("vgg16"), "classifier.6", "features.29", _IMNET, "IMAGENET1K_V1", first_conv="features.0",
-                      sequence=_indexed("features", ("avgpool", FLATTEN, "classifier")), last_stage="features.24"),
+                      sequence=_indexed("features", ("avgpool", FLATTEN, "classifier")), last_stage="features.24",
+                      min_size=32),
     "resnet18": ArchSpec(_tv("resnet18"), "fc", "layer4", _IMNET, "IMAGENET1K_V1", first_conv="conv1",
                          sequence=_RESNET_SEQ, last_stage="layer4"),
     "resnet50": ArchSpec(_tv("resnet50"), "fc", "layer4", _IMNET, "IMAGENET1K_V2", first_conv="conv1",
                          sequence=_RESNET_SEQ, last_stage="layer4"),
     "googlenet": ArchSpec(_tv("googlenet", aux_logits=False, init_weights=True), "fc", "inception5b", _IMNET,
-                          "IMAGENET1K_V1", first_conv="conv1.conv", last_stage="inception5a"),
+                          "IMAGENET1K_V1", first_conv="conv1.conv", last_stage="inception5a", min_size=16),
     "mobilenet_v3_small": ArchSpec(_tv("mobilenet_v3_small"), "classifier.3", "features.12", _IMNET, "IMAGENET1K_V1",
                                    first_conv="features.0.0",
                                    sequence=_indexed("features", ("avgpool", FLATTEN, "classifier")),

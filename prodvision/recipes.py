@@ -72,7 +72,12 @@ class Recipe:
     target_precision: float = 0.95  # the "unsure" threshold: lowest confidence with this precision on validation
 
     def __post_init__(self):
-        for name in ("size", "labels_per_class", "val_per_class"):  # 0 would mean "the default" or "no images"
+        spec = get_arch(self.arch)
+        if self.size is not None and self.size < spec.min_size:  # 0 would mean "the default"; 1 px died in a pooling
+            raise ConfigError(f"recipe {self.name!r}: size {self.size} is too small for {self.arch}: its poolings need "
+                              f"inputs of at least {spec.min_size} px (e.g. --size {spec.min_size}, or leave "
+                              "size unset for the arch's default)")
+        for name in ("labels_per_class", "val_per_class"):  # 0 would mean "no images"
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"recipe {self.name!r}: {name} must be at least 1 (or None), got {value}")
@@ -93,7 +98,6 @@ class Recipe:
                                          or self.cv_fold[1] < 2):
             raise ConfigError(f"recipe {self.name!r}: cv_fold is (fold, folds) with 0 <= fold < folds and folds >= 2, "
                               f"got {self.cv_fold}")
-        get_arch(self.arch)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,7 @@ from PIL import Image
 
 from prodvision.checkpoint import load_checkpoint, save_checkpoint
 from prodvision.cli import build_parser, main
+from prodvision.serve import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -135,7 +136,7 @@ def test_bad_input_is_one_line_exit_2(case, tmp_path, make_catalog, capsys, monk
         "unknown_device": (["train", "--data", str(data), "--out", str(tmp_path / "r"), "--device", "gpu"], "unknown device"),
         "bad_contents": (["evaluate", str(_bad_checkpoint(tmp_path / "bad.pt"))], "do not fit arch 'mini_resnet' with 2 classes: "),
         "corrupt_onnx_predict": (["predict", str(onnx), str(data)], "not a readable ONNX model"),
-        "corrupt_onnx_serve": (["serve", str(onnx)], "not a readable ONNX model"),
+        "corrupt_onnx_serve": (["serve", str(onnx), "--port", str(free_port())], "not a readable ONNX model"),
         "one_image_class": (["train", "--data", str(make_catalog(tmp_path / "few", per_class=1, classes=("hat",))
                                                     .parent / "few"), "--out", str(tmp_path / "r")], "'hat' has 1"),
         "empty_folder": (["evaluate", str(_good_checkpoint(tmp_path / "ok.pt")), "--data", str(tmp_path / "nothing"),
