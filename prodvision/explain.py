@@ -223,19 +223,22 @@ def faithfulness(model: nn.Module, images: torch.Tensor, maps: np.ndarray, targe
     * ``road_lerf``: the change when the *least* relevant pixels are removed (closer to 0 = more faithful; a
       negative LeRF means the "irrelevant" pixels mattered).
     * ``confidence_change``: keeping only the CAM-weighted image.
+
+    ROAD's imputation draws noise from torch's global generator: seed it for a repeatable answer. LeRF and MoRF are
+    computed once each and combined as grad-cam's ``ROADCombined`` does (``(lerf - morf) / 2``, LeRF drawn first),
+    so ``road_combined`` equals ``ROADCombined``'s result under the same seed at half its imputations.
     """
     from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
-    from pytorch_grad_cam.metrics.road import (ROADCombined, ROADLeastRelevantFirstAverage,
-                                               ROADMostRelevantFirstAverage)
+    from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 
     x = images.to(module_device(model))
     tg = [ClassifierOutputSoftmaxTarget(int(t)) for t in targets]
     pc = list(percentiles)
     with eval_mode(model):
-        out = {"road_combined": ROADCombined(percentiles=pc)(x, maps, tg, model),
-               "road_morf": ROADMostRelevantFirstAverage(percentiles=pc)(x, maps, tg, model),
-               "road_lerf": ROADLeastRelevantFirstAverage(percentiles=pc)(x, maps, tg, model),
+        lerf = np.asarray(ROADLeastRelevantFirstAverage(percentiles=pc)(x, maps, tg, model), dtype=np.float64)
+        morf = np.asarray(ROADMostRelevantFirstAverage(percentiles=pc)(x, maps, tg, model), dtype=np.float64)
+        out = {"road_combined": (lerf - morf) / 2, "road_morf": morf, "road_lerf": lerf,
                "confidence_change": CamMultImageConfidenceChange()(x, maps, tg, model)}
     return {k: np.asarray(v, dtype=np.float64).reshape(len(images)) for k, v in out.items()}
 

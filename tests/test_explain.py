@@ -83,6 +83,23 @@ def test_sanity_check_and_faithfulness():
     assert all(v.shape == (4,) and np.isfinite(v).all() for v in f.values())  # per image, for intervals
 
 
+def test_road_combined_is_grad_cams_definition():
+    """faithfulness computes LeRF and MoRF once and combines them; under one seed that is exactly grad-cam's
+    ROADCombined (which imputes both again), and road_combined = (LeRF - MoRF) / 2."""
+    from pytorch_grad_cam.metrics.road import ROADCombined
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    model = _small().eval()
+    x = torch.randn(3, 1, 16, 16)
+    maps = explain.random_maps(3, (16, 16), seed=0)
+    torch.manual_seed(5)
+    ours = explain.faithfulness(model, x, maps, targets=[0, 1, 2], percentiles=(20, 60))
+    torch.manual_seed(5)
+    theirs = ROADCombined(percentiles=[20, 60])(x, maps, [ClassifierOutputSoftmaxTarget(t) for t in (0, 1, 2)], model)
+    np.testing.assert_allclose(ours["road_combined"], np.asarray(theirs).reshape(3), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(ours["road_combined"], (ours["road_lerf"] - ours["road_morf"]) / 2)
+
+
 def test_blank_maps_count_as_failed_sanity_checks(monkeypatch):
     """A method whose randomised maps are blank must not look like perfect decorrelation (|rho| = 0): they count as
     |rho| = 1, and the number of blank maps is reported."""
