@@ -15,7 +15,7 @@ from .config import IMAGENET_MEAN, IMAGENET_STD, AugmentConfig, InputSpec
 from .errors import ConfigError
 
 __all__ = ["InputSpec", "eval_transform", "train_transform", "spec_transform", "AugmentConfig", "BatchAugment",
-           "is_batchable", "photo_to_fashion_mnist", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "is_batchable", "photo_to_fashion_mnist", "fashion_mnist_to_photo", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 _INTERP = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC,
            "nearest": v2.InterpolationMode.NEAREST}
@@ -98,6 +98,40 @@ def photo_to_fashion_mnist(image, *, size: int = 28, tolerance: float = 0.05):
     canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
     grey = canvas.convert("L")
     return ImageOps.invert(grey) if float(np.mean(background)) > 127 else grey
+
+
+def fashion_mnist_to_photo(image, rng, *, side: tuple[int, int] = (80, 160), fill: tuple[float, float] = (0.5, 0.9),
+                           max_aspect: float = 1.5):
+    """Render a Fashion-MNIST image the way a catalog shows a product: a controlled stand-in for a product photo.
+
+    The light-on-black garment becomes a dark, colour-tinted product on white, enlarged (bicubic) to fill a random
+    ``fill`` fraction of a canvas whose shorter side is drawn from ``side`` and whose aspect ratio goes up to
+    ``max_aspect``, at a random position: what :func:`photo_to_fashion_mnist` undoes and a plain resize does not.
+
+    Args:
+        image: a ``(28, 28)`` uint8 array or greyscale PIL image (light product on black).
+        rng: a ``numpy.random.Generator``; every random choice (size, aspect, position, colour) comes from it.
+
+    Returns:
+        An RGB PIL image.
+    """
+    import numpy as np
+    from PIL import Image
+
+    a = np.asarray(image, dtype=np.float32) / 255.0  # (28, 28): the garment's "ink"
+    short = int(rng.integers(side[0], side[1] + 1))
+    w, h = (round(short * float(rng.uniform(1.0, max_aspect))), short)
+    if rng.random() < 0.5:
+        w, h = h, w
+    g = max(8, round(min(w, h) * float(rng.uniform(*fill))))  # the garment's side in the photo
+    big = np.asarray(Image.fromarray((a * 255).astype(np.uint8)).resize((g, g), Image.Resampling.BICUBIC),
+                     dtype=np.float32) / 255.0
+    colour = rng.uniform(0, 160, size=3).astype(np.float32)  # a dark-to-mid product colour
+    photo = np.full((h, w, 3), 255.0, dtype=np.float32)
+    top, left = int(rng.integers(0, h - g + 1)), int(rng.integers(0, w - g + 1))
+    ink = big[..., None]
+    photo[top:top + g, left:left + g] = 255.0 * (1 - ink) + colour * ink
+    return Image.fromarray(photo.round().clip(0, 255).astype(np.uint8), mode="RGB")
 
 
 def train_transform(*, size: int, in_chans: int = 3, mean=IMAGENET_MEAN, std=IMAGENET_STD,

@@ -149,3 +149,37 @@ def test_batch_augment_rotation_range_matches_torchvision():
     for v in (ours, theirs):
         assert v.max() < 21.5 and abs(v.mean() - 10) < 1.0  # |U(-20, 20)| has mean 10
     assert abs(ours.mean() - theirs.mean()) < 1.0
+
+
+def _garment():
+    """A Fashion-MNIST-like image: a light, shaded shape on black spanning the full height (the dataset's framing)."""
+    yy, xx = np.mgrid[0:28, 0:28]
+    shape = (np.abs(xx - 13.5) < 4 + yy / 3) & (yy >= 0)  # a widening trapezoid: a dress
+    return (shape * (120 + 4 * yy)).clip(0, 255).astype(np.uint8)
+
+
+def test_fashion_mnist_to_photo_is_a_catalog_photo():
+    from prodvision.transforms import fashion_mnist_to_photo
+
+    photo = fashion_mnist_to_photo(_garment(), np.random.default_rng(0))
+    a = np.asarray(photo)
+    assert photo.mode == "RGB" and 80 <= min(a.shape[:2]) <= 160
+    assert (a[0, 0] == 255).all() and (a[-1, -1] == 255).all()  # white background
+    assert a.min() < 160  # a dark product on it
+    again = np.asarray(fashion_mnist_to_photo(_garment(), np.random.default_rng(0)))
+    np.testing.assert_array_equal(a, again)  # every random choice comes from the generator
+    assert not np.array_equal(np.asarray(fashion_mnist_to_photo(_garment(), np.random.default_rng(1))), a)
+
+
+def test_photo_to_fashion_mnist_undoes_the_catalog_rendering():
+    """The dataset's conversion (trim, resize, centre, negate) recovers the garment from any rendering of it, while
+    a plain greyscale resize of the same photo does not look like the dataset at all."""
+    from prodvision.transforms import fashion_mnist_to_photo, photo_to_fashion_mnist
+
+    x = _garment().astype(np.float32) / 255
+    for s in range(5):
+        photo = fashion_mnist_to_photo(_garment(), np.random.default_rng(s))
+        back = np.asarray(photo_to_fashion_mnist(photo), dtype=np.float32) / 255
+        plain = np.asarray(photo.convert("L").resize((28, 28)), dtype=np.float32) / 255
+        assert np.corrcoef(back.ravel(), x.ravel())[0, 1] > 0.9
+        assert np.corrcoef(plain.ravel(), x.ravel())[0, 1] < 0.5
