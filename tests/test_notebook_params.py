@@ -106,3 +106,59 @@ def test_params_file_errors(tmp_path):
         bad.write_text(text)
         with pytest.raises(SystemExit, match=msg):
             script.load_params(bad, NOTEBOOKS)
+
+
+def _defaults(nb: Path) -> dict:
+    """The parameters cell's default values (literals only), by name."""
+    out = {}
+    for node in ast.parse(_parameters_cell(nb)).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                pass
+    return out
+
+
+def _documented_values() -> list[tuple[str, str, str, object]]:
+    """Every papermill value the README and the notebooks' text show: (where, notebook, name, value as papermill
+    passes it). ``-p NAME VALUE`` goes through papermill's own type resolution (numbers, booleans, None, else a
+    string); ``-y "NAME: VALUE"`` through YAML, the way to pass lists and tuples."""
+    import yaml
+    from papermill.cli import _resolve_type
+
+    found = []
+    texts = [("README.md", None, (ROOT / "README.md").read_text())]
+    texts += [(nb.name, nb.stem, "".join("".join(c["source"]) for c in json.loads(nb.read_text())["cells"]
+                                         if c["cell_type"] == "markdown")) for nb in NOTEBOOKS]
+    for where, stem, text in texts:
+        for line in text.splitlines():
+            target = re.search(r"notebooks/(\d\d_\w+)\.ipynb", line)
+            nb_stem = target.group(1) if target else stem
+            for name, value in re.findall(r'-p\s+"?(\w+)"?\s+("[^"]*"|\'[^\']*\'|[^\s`]+)', line):
+                found.append((where, nb_stem, name, _resolve_type(value.strip("\"'"))))
+            for doc in re.findall(r'-y\s+"([^"]+)"', line):
+                for name, value in yaml.safe_load(doc).items():
+                    found.append((where, nb_stem, name, value))
+    return found
+
+
+def test_documented_papermill_values_have_the_parameters_type():
+    """A value shown in the README or an exercise must reach the notebook with its parameter's type: `-p widths
+    "(64, 128, 256)"` injects a *string* (create_model then fails), `-p layer "'layer3'"` keeps the quotes."""
+    found = _documented_values()
+    assert len(found) >= 15, "the extraction found too few documented values"
+    sequences = (tuple, list)
+    for where, stem, name, value in found:
+        assert stem is not None, f"{where}: a papermill value outside a notebook's text names no notebook"
+        defaults = _defaults(ROOT / "notebooks" / f"{stem}.ipynb")
+        assert name in defaults, f"{where}: {name!r} is not a parameter of {stem}"
+        default = defaults[name]
+        if isinstance(default, sequences):
+            assert isinstance(value, sequences), f"{where}: {name} = {value!r} reaches {stem} as a " \
+                f"{type(value).__name__}, not a sequence: pass it with -y \"{name}: [...]\""
+        elif isinstance(default, str):
+            assert isinstance(value, str) and not value[:1] in "\"'", f"{where}: {name} = {value!r} keeps quotes"
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), \
+                f"{where}: {name} = {value!r} reaches {stem} as a {type(value).__name__}"
