@@ -16,19 +16,38 @@ from .paths import results_dir
 __all__ = ["RunRecord", "machine_info"]
 
 
+#: The ISA flags that decide which CPU kernels PyTorch and oneDNN run (the machine *kind*: AVX2, AVX-512, AMX).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "amx_int8")
+
+
+def cpu_kind() -> dict[str, str]:
+    """The CPU's model name, ``family/model`` numbers and :data:`ISA_FLAGS` from ``/proc/cpuinfo`` (first CPU):
+    enough to tell AMD EPYC generations and Xeons with and without AMX apart."""
+    info = {"cpu": platform.processor() or "", "family_model": "?/?", "isa": ""}
+    try:
+        fields = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break  # the first CPU's block is enough
+            key, _, value = line.partition(":")
+            fields[key.strip()] = value.strip()
+    except OSError:
+        return info
+    flags = set(fields.get("flags", "").split())
+    info.update(cpu=fields.get("model name", info["cpu"]),
+                family_model=f"{fields.get('cpu family', '?')}/{fields.get('model', '?')}",
+                isa=" ".join(f for f in ISA_FLAGS if f in flags))
+    return info
+
+
 def machine_info() -> dict[str, Any]:
-    """What ran it: CPU model and count, threads, accelerator, Python/torch versions."""
+    """What ran it: CPU model, kind (family/model, ISA flags) and count, threads, accelerator, Python/torch versions."""
     import torch
 
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    kind = cpu_kind()
+    return {"cpu": kind["cpu"], "cpu_family_model": kind["family_model"], "cpu_isa": kind["isa"],
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform()}
 

@@ -101,7 +101,7 @@ def summarize(times: dict[str, float], results: Path = RESULTS) -> dict:
     old = json.loads(path.read_text()) if path.exists() else {}
     runtimes = {**old.get("runtime_s", {}), **times}
     runtimes = {k: runtimes[k] for k in sorted(runtimes) if (NB_DIR / f"{k}.ipynb").exists()}
-    best, best_nb, headlines, claims = None, None, {}, {}
+    best, best_nb, headlines, claims, kinds = None, None, {}, {}, {}
     for rec_path in sorted(results.glob("[0-9]*.json")):
         rec = json.loads(rec_path.read_text())
         m = rec.get("metrics", {})
@@ -111,12 +111,23 @@ def summarize(times: dict[str, float], results: Path = RESULTS) -> dict:
         if acc is not None and (best is None or acc > best):
             best, best_nb = acc, rec["notebook"]
         machine = rec.get("machine", {})
+        kinds.setdefault(_kind(machine), []).append(rec["notebook"][:2])
     summary = {"runtime_s": runtimes, "total_runtime_s": round(sum(runtimes.values()), 1),
                "fashion_mnist_best_test_acc": best, "fashion_mnist_best_from": best_nb,
-               "machine": machine if headlines else {}, "headlines": headlines, "headline_claims": claims}
+               "machine": machine if headlines else {}, "machine_kinds": kinds, "headlines": headlines,
+               "headline_claims": claims}
     results.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _kind(machine: dict) -> str:
+    """A run record's machine as a CPU *kind*: model name, family/model and ISA flags (records before these were
+    recorded say so), cores and accelerator."""
+    fm = machine.get("cpu_family_model")
+    kind = f"{machine.get('cpu', '?')}" + (f" (family/model {fm}; {machine.get('cpu_isa') or 'no AVX2'})" if fm else
+                                          " (family/model not recorded)")
+    return kind + f", {machine.get('cpu_count', '?')} cores" + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")
 
 
 def readme_table(summary: dict) -> str:
@@ -130,8 +141,9 @@ def readme_table(summary: dict) -> str:
     best = summary["fashion_mnist_best_test_acc"]
     rows += ["", f"Total: **{summary['total_runtime_s'] / 60:.1f} min**. Best Fashion-MNIST test accuracy in the suite: "
              f"**{best * 100:.2f}%** (`{summary['fashion_mnist_best_from']}`)." if best is not None else "",
-             f"Machine: {m.get('cpu', '?')}, {m.get('cpu_count', '?')} cores, torch {m.get('torch', '?')}"
-             f"{', GPU ' + m['gpu'] if m.get('gpu') else ', no GPU'}."]
+             f"Machines (the kind each notebook's committed run used; the last digits differ per kind): " + "; ".join(
+                 f"{kind}: {', '.join(nbs)}" for kind, nbs in summary.get("machine_kinds", {}).items())
+             + f". torch {m.get('torch', '?')}."]
     rows += ["", "Each lesson's headline claims (declared in `prodvision/claims.toml` before the run; tested at 99%):", "",
              "| notebook | headline claim | estimate [99% CI] | verdict |", "|---|---|---|---|"]
     for nb, cs in summary.get("headline_claims", {}).items():

@@ -154,8 +154,12 @@ def test_readme_table_from_summary():
     table = mod.readme_table({"runtime_s": {"00_quickstart": 12.0}, "total_runtime_s": 12.0,
                               "fashion_mnist_best_test_acc": 0.9123, "fashion_mnist_best_from": "07_ensembles",
                               "machine": {"cpu": "X", "cpu_count": 2, "torch": "2"},
-                              "headlines": {"00_quickstart": {"train_images": 60000}}})
+                              "headlines": {"00_quickstart": {"train_images": 60000}},
+                              "machine_kinds": {mod._kind({"cpu": "X", "cpu_family_model": "25/17", "cpu_isa": "avx2",
+                                                           "cpu_count": 2}): ["00"]}})
     assert "| `00_quickstart` | 12 | train_images = 60000 |" in table and "91.23%" in table
+    assert "X (family/model 25/17; avx2), 2 cores: 00" in table  # the kind each committed run used
+    assert "family/model not recorded" in mod._kind({"cpu": "X", "cpu_count": 2})
     readme = (ROOT / "README.md").read_text()
     assert readme.lstrip().startswith("# prodvision") and "make notebooks" in readme and "make test" in readme
     assert "<!-- results:start -->" in readme
