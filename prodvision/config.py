@@ -197,7 +197,7 @@ class ServeConfig(_Dict):
     max_upload_mb: float = 10.0  # max request body (all files together); also the per-file byte limit
     max_pixels: int = _LIMITS.max_pixels  # per image, from the header, before decoding (decompression bombs -> 422)
     max_side: int = _LIMITS.max_side  # longest image side in px
-    max_files: int = 16  # files per /predict request
+    max_files: int = 16  # files per request (/predict; /cam takes one), counted by the multipart parser
     top_k: int = 3  # classes returned per image
     threads: int | None = None  # ONNX Runtime intra_op_num_threads (None = let ORT decide)
     cam_method: str = "gradcam"  # one of CAM_METHODS

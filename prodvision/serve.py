@@ -39,12 +39,14 @@ import time
 from collections import deque
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ImageLimits, InputSpec, ServeConfig
 from .data.images import ImageLoadError, ImageSource, decoded_nbytes, load_image
@@ -281,12 +283,27 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
         threading.Thread(target=warm_up, name="prodvision-warm-up", daemon=True).start()
         yield
 
-    app = FastAPI(title="prodvision", version="1", lifespan=lifespan,
+    # The multipart parser stops at file max_files + 1 (its default stops at 1,000): see _http_error for the answer.
+    app = FastAPI(title="prodvision", version="1", lifespan=lifespan, form_limits={"max_files": config.max_files},
                   description=f"Product image classifier ({loaded.meta['arch']}, {len(predictor.classes)} classes: "
                               f"{', '.join(predictor.classes)}). Limits: {asdict(config)}")
     app.add_middleware(_BodyLimit, max_bytes=config.max_body, timeout=config.body_timeout_s)
     app.state.warm_up, app.state.predictor, app.state.config = warm_up, predictor, config
     app.state.decode_budget = budget
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        """The framework's own errors in the service's shape: an unknown path (404), a wrong method (405), a body the
+        multipart parser refuses (400), and more files than ``max_files`` (413, the only file-count check)."""
+        from starlette.formparsers import MultiPartException
+
+        if isinstance(exc.__context__, MultiPartException) and str(exc.detail).startswith("Too many files"):
+            return _error(413, "too_many_files", f"more than {config.max_files} files; the limit is "
+                                                 f"{config.max_files} per request (server option --max-files)")
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request, exc: RequestValidationError):
@@ -325,9 +342,6 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
     @app.post("/predict", responses={400: {}, 413: {}, 415: {}, 422: {}})
     def predict(files: list[UploadFile] = File(..., description="one or more image files")):
         """Classify one or several images (multipart field ``files``); returns the top-k classes per file."""
-        if len(files) > config.max_files:
-            return _error(413, "too_many_files", f"{len(files)} files; the limit is {config.max_files} per request "
-                                                 "(server option --max-files)")
         names = [f.filename or f"<file {i}>" for i, f in enumerate(files)]
         data = [f.file.read() for f in files]
         results = predict_images(predictor, data, names=names, k=config.top_k, limits=config.limits())

@@ -530,3 +530,22 @@ def test_clients_that_stall_are_answered_408_and_dropped(tmp_path):
         assert httpx.get(f"{url}/healthz").status_code == 200
         f = icons(1)[0]  # a normal upload within the limits still works
         assert httpx.post(f"{url}/predict", files={"files": (f.name, f.read_bytes(), "image/png")}).status_code == 200
+
+
+def test_every_client_error_has_the_documented_shape(tmp_path):
+    """Issue 24, item 10: over 1,000 files the multipart parser's own 400 ``{"detail": ...}`` came back. Now too many
+    files is 413 ``too_many_files`` at any count, and the framework's own errors (unknown path, wrong method) have the
+    service's ``{"error": {"code", "reason"}}`` too."""
+    app = create_app(make_checkpoint(tmp_path / "m.pt"), CONFIG)
+    for n in (CONFIG.max_files + 1, 1001):
+        r = _call(app, "POST", "/predict", files=[("files", (f"{i}.png", b"x", "image/png")) for i in range(n)])
+        assert r.status_code == 413 and set(r.json()) == {"error"}, (n, r.text)
+        assert r.json()["error"]["code"] == "too_many_files" and "--max-files" in r.json()["error"]["reason"], n
+    r = _call(app, "POST", "/cam", files=[("file", (f"{i}.png", b"x", "image/png")) for i in range(1001)])
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_files", r.text
+    for method, path, status, code in [("GET", "/nowhere", 404, "not_found"),
+                                       ("GET", "/predict", 405, "method_not_allowed")]:
+        r = _call(app, method, path)
+        assert r.status_code == status and set(r.json()) == {"error"}, r.text
+        assert r.json()["error"]["code"] == code and r.json()["error"]["reason"], r.text
+    assert _call(app, "GET", "/predict").headers["allow"] == "POST"
