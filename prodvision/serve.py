@@ -8,7 +8,8 @@ Endpoints:
   A batch with some bad files is 200 (one error entry per bad file); if *every* file fails, the status is the
   first failure's (see :data:`STATUS`) and the body also has a top-level ``error``.
 * ``POST /cam`` -- one image (field ``file``), optional form field ``target`` (a class name) -> Grad-CAM overlay
-  PNG. Needs the eager model, i.e. a checkpoint (``.pt``); 501 otherwise.
+  PNG. Needs the eager model, i.e. a checkpoint (``.pt``); on an exported model 409 ``cam_unavailable``, whose
+  reason says to serve the ``.pt`` (``GET /model`` says ``"cam": false``, and the upload page shows no explanations).
 * ``GET /healthz`` (live), ``GET /readyz`` (503 until the start-up warm-up prediction ran), ``GET /model``
   (metadata, ``unsure_below``, ``max_files``), ``GET /`` (upload page), ``/openapi.json`` and ``/docs``.
 
@@ -353,7 +354,8 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
                                 status_code=STATUS.get(first["code"], 400))
         return {"results": results}
 
-    @app.post("/cam", response_class=Response, responses={200: {"content": {"image/png": {}}}, 501: {}})
+    @app.post("/cam", response_class=Response, responses={200: {"content": {"image/png": {}}}, 400: {}, 409: {},
+                                                          413: {}, 415: {}, 422: {}})
     def cam_endpoint(file: UploadFile = File(..., description="one image"),
                      target: str | None = Form(None, description="class to explain (default: the predicted one)")):
         """Grad-CAM overlay (PNG) of one image for ``target`` or the predicted class."""
@@ -362,8 +364,10 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
         from PIL import Image
 
         if eager is None:
-            return _error(501, "cam_unavailable", f"CAM needs the eager model; this server runs {model_path.name} "
-                                                  "(start it with the training checkpoint .pt)")
+            return _error(409, "cam_unavailable", f"Grad-CAM needs the training checkpoint (.pt): this server runs "
+                                                  f"the exported {model_path.name}, which has no gradients. Start it "
+                                                  "with `prodvision serve runs/<run>/best.pt` for /cam (/predict "
+                                                  "works with either)")
         name = file.filename or "<upload>"
         try:
             image = predictor.load(file.file.read(), limits=config.limits(), name=name)

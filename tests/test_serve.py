@@ -549,3 +549,22 @@ def test_every_client_error_has_the_documented_shape(tmp_path):
         assert r.status_code == status and set(r.json()) == {"error"}, r.text
         assert r.json()["error"]["code"] == code and r.json()["error"]["reason"], r.text
     assert _call(app, "GET", "/predict").headers["allow"] == "POST"
+
+
+def test_cam_on_an_exported_model_is_409_and_says_to_serve_the_pt(tmp_path):
+    """Issue 24, item 7: the README's ``serve deploy/best.onnx`` answered /cam with a 501. Now a 409 in the service's
+    error shape whose reason says how to get Grad-CAM; /model says ``"cam": false`` (the upload page reads it)."""
+    from prodvision.export import export_checkpoint
+
+    exported = export_checkpoint(make_checkpoint(tmp_path / "m.pt"), tmp_path / "deploy")
+    icon = icons(1)[0]
+    for fmt, path in exported.items():
+        app = create_app(path, CONFIG)
+        assert _call(app, "GET", "/model").json()["cam"] is False, fmt
+        r = _call(app, "POST", "/cam", files={"file": (icon.name, icon.read_bytes(), "image/png")})
+        assert r.status_code == 409 and set(r.json()) == {"error"}, (fmt, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "cam_unavailable" and path.name in error["reason"], error
+        assert ".pt" in error["reason"] and "prodvision serve" in error["reason"], error
+        assert _call(app, "POST", "/predict", files={"files": (icon.name, icon.read_bytes(), "image/png")}
+                     ).status_code == 200, fmt
