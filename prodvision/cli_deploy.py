@@ -189,7 +189,8 @@ def _cmd_serve(args) -> int:
 
     cfg = ServeConfig(max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, max_side=args.max_side,
                       max_files=args.max_files, top_k=args.top_k, threads=args.threads, cam_method=args.cam_method,
-                      decode_budget_mb=args.decode_budget_mb)
+                      decode_budget_mb=args.decode_budget_mb, header_timeout_s=args.header_timeout_s,
+                      body_timeout_s=args.body_timeout_s)
     run(args.model, host=args.host, port=args.port, config=cfg, log_level=args.log_level)
     return 0
 
@@ -248,6 +249,12 @@ def register(sub: argparse._SubParsersAction, formatter: type = argparse.Argumen
     s.add_argument("--max-files", type=POSITIVE, default=d.max_files, help="max files per /predict request")
     s.add_argument("--decode-budget-mb", type=number(0, lo_open=True), default=d.decode_budget_mb,
                    help="decoded-pixel memory all uploads may use at once; more wait their turn")
+    s.add_argument("--header-timeout-s", type=number(0, lo_open=True), default=d.header_timeout_s,
+                   help="seconds a client may take to send a request's headers (from connecting, or from the previous "
+                        "response); a client that stalls is answered 408 and dropped")
+    s.add_argument("--body-timeout-s", type=number(0, lo_open=True), default=d.body_timeout_s,
+                   help="seconds a client may take to send a whole request body after its headers (else 408 and "
+                        "dropped); raise it for large uploads over slow links")
     s.add_argument("--top-k", type=POSITIVE, default=d.top_k, help="classes returned per image")
     s.add_argument("--threads", type=POSITIVE, default=d.threads, help="ONNX Runtime intra-op threads (default: ORT's)")
     s.add_argument("--cam-method", default=d.cam_method, choices=CAM_METHODS, help="CAM method of POST /cam")

@@ -197,18 +197,26 @@ class ServeConfig(_Dict):
     max_upload_mb: float = 10.0  # max request body (all files together); also the per-file byte limit
     max_pixels: int = _LIMITS.max_pixels  # per image, from the header, before decoding (decompression bombs -> 422)
     max_side: int = _LIMITS.max_side  # longest image side in px
-    max_files: int = 16  # files per /predict request
+    max_files: int = 16  # files per request (/predict; /cam takes one), counted by the multipart parser
     top_k: int = 3  # classes returned per image
     threads: int | None = None  # ONNX Runtime intra_op_num_threads (None = let ORT decide)
     cam_method: str = "gradcam"  # one of CAM_METHODS
     # Memory the service may spend on decoding uploads at once (decoded pixels, MB). Each image reserves its decoded
     # size before it is decoded; uploads wait for room, so 16 concurrent 40-Mpx PNGs cannot take gigabytes.
     decode_budget_mb: float = 256.0
+    # A client that stalls is answered 408 and dropped: its request head (line and headers) must be complete within
+    # header_timeout_s of connecting (or of the end of the previous response on a kept-alive connection), and its
+    # whole body within body_timeout_s of the head. At 10 MB, 30 s asks for a link of at least 2.8 Mbit/s.
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
 
     def __post_init__(self):
         _check(self.cam_method in CAM_METHODS, f"unknown CAM method {self.cam_method!r}; choose from {CAM_METHODS}")
         _check(self.max_files >= 1 and self.top_k >= 1 and self.max_upload_mb > 0 and self.decode_budget_mb > 0,
                "max_files, top_k, max_upload_mb and decode_budget_mb must be positive")
+        _check(self.header_timeout_s > 0 and self.body_timeout_s > 0,
+               f"header_timeout_s ({self.header_timeout_s}) and body_timeout_s ({self.body_timeout_s}) must be "
+               "positive")
 
     @property
     def max_body(self) -> int:

@@ -8,13 +8,16 @@ Endpoints:
   A batch with some bad files is 200 (one error entry per bad file); if *every* file fails, the status is the
   first failure's (see :data:`STATUS`) and the body also has a top-level ``error``.
 * ``POST /cam`` -- one image (field ``file``), optional form field ``target`` (a class name) -> Grad-CAM overlay
-  PNG. Needs the eager model, i.e. a checkpoint (``.pt``); 501 otherwise.
+  PNG. Needs the eager model, i.e. a checkpoint (``.pt``); on an exported model 409 ``cam_unavailable``, whose
+  reason says to serve the ``.pt`` (``GET /model`` says ``"cam": false``, and the upload page shows no explanations).
 * ``GET /healthz`` (live), ``GET /readyz`` (503 until the start-up warm-up prediction ran), ``GET /model``
   (metadata, ``unsure_below``, ``max_files``), ``GET /`` (upload page), ``/openapi.json`` and ``/docs``.
 
 A checkpoint is exported to a temporary ONNX file at start-up and served with ONNX Runtime (the file is deleted
 once loaded); the eager model is kept for ``/cam``. Bad input never gives a 500: the request body is capped before
-it is read (413), and every :class:`prodvision.data.ImageLoadError` code maps to a 4xx status.
+it is read (413), and every :class:`prodvision.data.ImageLoadError` code maps to a 4xx status. A client that stalls
+is answered 408 and dropped: its request head must be complete within ``ServeConfig.header_timeout_s`` (uvicorn's
+h11 protocol with a timer, :func:`header_timeout_protocol`) and its body within ``body_timeout_s`` (``_BodyLimit``).
 
 Memory: a PNG of ~100 KB can decode to 160 MB of pixels, so every upload (``/predict`` and ``/cam``) first reserves its
 decoded size, estimated from the header (:func:`prodvision.data.images.decoded_nbytes`), from a
@@ -24,6 +27,7 @@ decoded size, estimated from the header (:func:`prodvision.data.images.decoded_n
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -36,12 +40,14 @@ import time
 from collections import deque
 from contextlib import asynccontextmanager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from fastapi import FastAPI, File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import ImageLimits, InputSpec, ServeConfig
 from .data.images import ImageLoadError, ImageSource, decoded_nbytes, load_image
@@ -57,7 +63,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
 __all__ = ["ServeConfig", "STATUS", "DecodeBudget", "ServedModel", "decode_side", "create_app", "run", "serving",
-           "free_port"]
+           "free_port", "header_timeout_protocol"]
 
 log = logging.getLogger("prodvision.serve")
 
@@ -162,24 +168,43 @@ def _error(status: int, code: str, reason: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "reason": reason}, **extra}, status_code=status)
 
 
+def _error_body(code: str, reason: str) -> bytes:
+    """The JSON bytes of the service's one error shape, for answers written below FastAPI (middleware, protocol)."""
+    import json
+
+    return json.dumps({"error": {"code": code, "reason": reason}}).encode()
+
+
 class _BodyLimit:
-    """ASGI middleware: refuse a POST body over ``max_bytes`` with 413, from Content-Length or while reading it.
+    """ASGI middleware: refuse a POST body over ``max_bytes`` with 413, from Content-Length or while reading it, and
+    one not complete within ``timeout`` s of the request head with 408 (a client that stalls is dropped).
 
     The body is read here (at most ``max_bytes``) and replayed to the app, so a chunked upload without a
-    Content-Length is cut off as soon as it passes the limit instead of being buffered whole.
+    Content-Length is cut off as soon as it passes the limit instead of being buffered whole; this is the only place
+    the service reads a request body, so the time limit holds for every endpoint.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def _send_json(self, send, status: int, code: str, reason: str) -> None:
-        import json
-
-        body = json.dumps({"error": {"code": code, "reason": reason}}).encode()
+        body = _error_body(code, reason)
         await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+    async def _read(self, receive) -> list[bytes] | None:
+        """The body's chunks, or None if the client disconnected; stops (returning what it has) past ``max_bytes``."""
+        chunks, n = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return None
+            chunks.append(msg.get("body", b""))
+            n += len(chunks[-1])
+            if n > self.max_bytes or not msg.get("more_body", False):
+                return chunks
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -191,17 +216,15 @@ class _BodyLimit:
                 return await self._send_json(send, 400, "bad_request", f"invalid Content-Length {length!r}")
             if int(length) > self.max_bytes:
                 return await self._send_json(send, 413, "too_large", too_big)
-        chunks, n = [], 0
-        while True:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return None
-            n += len(msg.get("body", b""))
-            if n > self.max_bytes:
-                return await self._send_json(send, 413, "too_large", too_big)
-            chunks.append(msg.get("body", b""))
-            if not msg.get("more_body", False):
-                break
+        try:
+            chunks = await asyncio.wait_for(self._read(receive), self.timeout)
+        except TimeoutError:
+            return await self._send_json(send, 408, "timeout", f"request body not complete within {self.timeout:g} s "
+                                                               "of its headers (server option --body-timeout-s)")
+        if chunks is None:
+            return None
+        if sum(map(len, chunks)) > self.max_bytes:
+            return await self._send_json(send, 413, "too_large", too_big)
         pending = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay():
@@ -261,12 +284,27 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
         threading.Thread(target=warm_up, name="prodvision-warm-up", daemon=True).start()
         yield
 
-    app = FastAPI(title="prodvision", version="1", lifespan=lifespan,
+    # The multipart parser stops at file max_files + 1 (its default stops at 1,000): see _http_error for the answer.
+    app = FastAPI(title="prodvision", version="1", lifespan=lifespan, form_limits={"max_files": config.max_files},
                   description=f"Product image classifier ({loaded.meta['arch']}, {len(predictor.classes)} classes: "
                               f"{', '.join(predictor.classes)}). Limits: {asdict(config)}")
-    app.add_middleware(_BodyLimit, max_bytes=config.max_body)
+    app.add_middleware(_BodyLimit, max_bytes=config.max_body, timeout=config.body_timeout_s)
     app.state.warm_up, app.state.predictor, app.state.config = warm_up, predictor, config
     app.state.decode_budget = budget
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        """The framework's own errors in the service's shape: an unknown path (404), a wrong method (405), a body the
+        multipart parser refuses (400), and more files than ``max_files`` (413, the only file-count check)."""
+        from starlette.formparsers import MultiPartException
+
+        if isinstance(exc.__context__, MultiPartException) and str(exc.detail).startswith("Too many files"):
+            return _error(413, "too_many_files", f"more than {config.max_files} files; the limit is "
+                                                 f"{config.max_files} per request (server option --max-files)")
+        code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_").replace("-", "_")
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request, exc: RequestValidationError):
@@ -305,9 +343,6 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
     @app.post("/predict", responses={400: {}, 413: {}, 415: {}, 422: {}})
     def predict(files: list[UploadFile] = File(..., description="one or more image files")):
         """Classify one or several images (multipart field ``files``); returns the top-k classes per file."""
-        if len(files) > config.max_files:
-            return _error(413, "too_many_files", f"{len(files)} files; the limit is {config.max_files} per request "
-                                                 "(server option --max-files)")
         names = [f.filename or f"<file {i}>" for i, f in enumerate(files)]
         data = [f.file.read() for f in files]
         results = predict_images(predictor, data, names=names, k=config.top_k, limits=config.limits())
@@ -319,7 +354,8 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
                                 status_code=STATUS.get(first["code"], 400))
         return {"results": results}
 
-    @app.post("/cam", response_class=Response, responses={200: {"content": {"image/png": {}}}, 501: {}})
+    @app.post("/cam", response_class=Response, responses={200: {"content": {"image/png": {}}}, 400: {}, 409: {},
+                                                          413: {}, 415: {}, 422: {}})
     def cam_endpoint(file: UploadFile = File(..., description="one image"),
                      target: str | None = Form(None, description="class to explain (default: the predicted one)")):
         """Grad-CAM overlay (PNG) of one image for ``target`` or the predicted class."""
@@ -328,8 +364,10 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
         from PIL import Image
 
         if eager is None:
-            return _error(501, "cam_unavailable", f"CAM needs the eager model; this server runs {model_path.name} "
-                                                  "(start it with the training checkpoint .pt)")
+            return _error(409, "cam_unavailable", f"Grad-CAM needs the training checkpoint (.pt): this server runs "
+                                                  f"the exported {model_path.name}, which has no gradients. Start it "
+                                                  "with `prodvision serve runs/<run>/best.pt` for /cam (/predict "
+                                                  "works with either)")
         name = file.filename or "<upload>"
         try:
             image = predictor.load(file.file.read(), limits=config.limits(), name=name)
@@ -349,13 +387,78 @@ def create_app(model_path: str | os.PathLike, config: ServeConfig = ServeConfig(
     return app
 
 
+def header_timeout_protocol(seconds: float) -> type:
+    """uvicorn's h11 HTTP protocol with a time limit on request heads: a client whose request line and headers are not
+    complete ``seconds`` after it connected, or after the previous response on a kept-alive connection, is answered
+    408 (the service's JSON error) and disconnected. uvicorn has no such limit of its own (its ``timeout_keep_alive``
+    stops counting at the first byte of the next request), and an ASGI middleware only runs once the headers are in.
+
+    The timer runs whenever no request is in progress and stops when h11 has parsed a request head; a slow request
+    body is :class:`_BodyLimit`'s (``ServeConfig.body_timeout_s``)."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = _error_body("timeout", f"request headers not complete within {seconds:g} s (server option "
+                                  "--header-timeout-s)")
+
+    class HeaderTimeoutH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(seconds, self._header_timeout)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle:  # a request head was parsed: the app has it now
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            self._arm()  # first: the super call may start a pipelined request, which disarms it
+            super().on_response_complete()
+            if self.transport.is_closing():
+                self._disarm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _header_timeout(self) -> None:
+            self._header_timer = None
+            if self.transport.is_closing():
+                return
+            if self.conn.our_state is h11.IDLE:  # nothing answered on this cycle yet: say why before closing
+                headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                           (b"connection", b"close")]
+                try:
+                    self.transport.write(self.conn.send(h11.Response(status_code=408, reason=b"Request Timeout",
+                                                                     headers=headers))
+                                         + self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage()))
+                except h11.LocalProtocolError:  # h11 will not answer in this state: just close
+                    pass
+            self.transport.close()
+
+    return HeaderTimeoutH11Protocol
+
+
 def run(model_path: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
         config: ServeConfig = ServeConfig(), log_level: str = "info") -> None:
-    """Serve ``model_path`` with uvicorn until interrupted."""
+    """Serve ``model_path`` with uvicorn until interrupted (h11, with ``config.header_timeout_s``)."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    uvicorn.run(create_app(model_path, config), host=host, port=port, log_level=log_level, timeout_keep_alive=5)
+    uvicorn.run(create_app(model_path, config), host=host, port=port, log_level=log_level, timeout_keep_alive=5,
+                http=header_timeout_protocol(config.header_timeout_s))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -383,6 +486,7 @@ def serving(model_path: str | os.PathLike, *, config: ServeConfig = ServeConfig(
            "--max-upload-mb", str(config.max_upload_mb), "--max-pixels", str(config.max_pixels),
            "--max-side", str(config.max_side), "--max-files", str(config.max_files), "--top-k", str(config.top_k),
            "--cam-method", config.cam_method, "--decode-budget-mb", str(config.decode_budget_mb),
+           "--header-timeout-s", str(config.header_timeout_s), "--body-timeout-s", str(config.body_timeout_s),
            "--log-level", "warning"]
     if config.threads is not None:
         cmd += ["--threads", str(config.threads)]

@@ -68,6 +68,9 @@ def test_a_bad_value_exits_2_in_one_line_without_importing_torch(argv, expect):
     (["train", "--out", "r", "--lr", "fast"], "--lr: must be a number > 0 (got 'fast')"),
     (["train", "--out", "r", "--weight-decay", "-0.1"], "--weight-decay: must be a number >= 0"),
     (["serve", "m.onnx", "--max-upload-mb", "0"], "--max-upload-mb: must be a number > 0"),
+    (["serve", "m.onnx", "--header-timeout-s", "0"], "--header-timeout-s: must be a number > 0"),
+    (["serve", "m.onnx", "--body-timeout-s", "-5"], "--body-timeout-s: must be a number > 0 (got -5); e.g. "
+                                                    "--body-timeout-s 30, the default"),
     (["export", "m.pt", "--atol", "-1"], "--atol: must be a number >= 0"),
     # fractions and thresholds
     (["train", "--out", "r", "--wise", "1.5"], "--wise: must be a number from 0 to 1 (got 1.5)"),

@@ -464,3 +464,107 @@ def test_concurrent_huge_uploads_stay_within_the_decode_budget(tmp_path):
     assert all(r.status_code == 200 or 400 <= r.status_code < 500 and "error" in r.json() for r in responses), \
         [(r.status_code, r.text[:200]) for r in responses]
     assert peak <= 1.5 * 2**30, f"peak RSS {peak / 2**30:.2f} GB (at start {before / 2**30:.2f} GB)"
+
+
+def _read_until_closed(sock, limit: float) -> tuple[bytes, float]:
+    """Everything the server sends on ``sock`` until it closes the connection, and when that was (s after now);
+    fails if it is still open after ``limit`` s."""
+    import socket
+
+    start, got = time.monotonic(), b""
+    sock.settimeout(0.2)
+    while time.monotonic() - start < limit:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    else:
+        raise AssertionError(f"connection still open after {limit} s (received {got[:200]!r})")
+    return got, time.monotonic() - start
+
+
+def test_clients_that_stall_are_answered_408_and_dropped(tmp_path):
+    """Issue 24, item 6: stalled uploads were held open for minutes. Now a client whose headers (or nothing at all)
+    or whose multipart body stalls, or that stalls in the next request on a kept-alive connection, is answered 408 with
+    the JSON error and disconnected within the configured limits, 20 of each at once; the server serves on."""
+    import json
+    import socket
+
+    config = ServeConfig(threads=1, header_timeout_s=1.0, body_timeout_s=1.5)
+    head = (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n")
+    partial_body = b'--b\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n\r\n\x89PNG\r\n'
+    stalls = {"nothing": b"", "headers": head[:40], "body": head + partial_body,
+              "kept-alive": b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n" + head[:40]}  # stalls in its 2nd request
+    with serving(make_checkpoint(tmp_path / "m.pt"), config=config, log_path=tmp_path / "serve.log") as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        socks = {kind: [socket.create_connection((host, int(port))) for _ in range(20)] for kind in stalls}
+        for kind, sent in stalls.items():
+            for s in socks[kind]:
+                s.sendall(sent)
+        try:
+            with ThreadPoolExecutor(80) as pool:
+                waits = {kind: [pool.submit(_read_until_closed, s, 8.0) for s in group]
+                         for kind, group in socks.items()}
+                answers = {kind: [w.result() for w in group] for kind, group in waits.items()}
+        finally:
+            for s in (s for group in socks.values() for s in group):
+                s.close()
+        for kind, replies in answers.items():
+            limit = config.body_timeout_s if kind == "body" else config.header_timeout_s
+            for got, after in replies:
+                if kind == "kept-alive":
+                    assert got.startswith(b"HTTP/1.1 200 OK") and got.count(b"HTTP/1.1 ") == 2, got
+                    got = got[got.rindex(b"HTTP/1.1 "):]
+                status, _, rest = got.partition(b"\r\n")
+                assert status == b"HTTP/1.1 408 Request Timeout", (kind, got)
+                error = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]
+                assert error["code"] == "timeout" and "timeout-s" in error["reason"], (kind, error)
+                assert limit - 0.5 < after < limit + 3, (kind, after)  # measured from just after the sends
+            assert ("body" in error["reason"]) is (kind == "body"), error
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        f = icons(1)[0]  # a normal upload within the limits still works
+        assert httpx.post(f"{url}/predict", files={"files": (f.name, f.read_bytes(), "image/png")}).status_code == 200
+
+
+def test_every_client_error_has_the_documented_shape(tmp_path):
+    """Issue 24, item 10: over 1,000 files the multipart parser's own 400 ``{"detail": ...}`` came back. Now too many
+    files is 413 ``too_many_files`` at any count, and the framework's own errors (unknown path, wrong method) have the
+    service's ``{"error": {"code", "reason"}}`` too."""
+    app = create_app(make_checkpoint(tmp_path / "m.pt"), CONFIG)
+    for n in (CONFIG.max_files + 1, 1001):
+        r = _call(app, "POST", "/predict", files=[("files", (f"{i}.png", b"x", "image/png")) for i in range(n)])
+        assert r.status_code == 413 and set(r.json()) == {"error"}, (n, r.text)
+        assert r.json()["error"]["code"] == "too_many_files" and "--max-files" in r.json()["error"]["reason"], n
+    r = _call(app, "POST", "/cam", files=[("file", (f"{i}.png", b"x", "image/png")) for i in range(1001)])
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_files", r.text
+    for method, path, status, code in [("GET", "/nowhere", 404, "not_found"),
+                                       ("GET", "/predict", 405, "method_not_allowed")]:
+        r = _call(app, method, path)
+        assert r.status_code == status and set(r.json()) == {"error"}, r.text
+        assert r.json()["error"]["code"] == code and r.json()["error"]["reason"], r.text
+    assert _call(app, "GET", "/predict").headers["allow"] == "POST"
+
+
+def test_cam_on_an_exported_model_is_409_and_says_to_serve_the_pt(tmp_path):
+    """Issue 24, item 7: the README's ``serve deploy/best.onnx`` answered /cam with a 501. Now a 409 in the service's
+    error shape whose reason says how to get Grad-CAM; /model says ``"cam": false`` (the upload page reads it)."""
+    from prodvision.export import export_checkpoint
+
+    exported = export_checkpoint(make_checkpoint(tmp_path / "m.pt"), tmp_path / "deploy")
+    icon = icons(1)[0]
+    for fmt, path in exported.items():
+        app = create_app(path, CONFIG)
+        assert _call(app, "GET", "/model").json()["cam"] is False, fmt
+        r = _call(app, "POST", "/cam", files={"file": (icon.name, icon.read_bytes(), "image/png")})
+        assert r.status_code == 409 and set(r.json()) == {"error"}, (fmt, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "cam_unavailable" and path.name in error["reason"], error
+        assert ".pt" in error["reason"] and "prodvision serve" in error["reason"], error
+        assert _call(app, "POST", "/predict", files={"files": (icon.name, icon.read_bytes(), "image/png")}
+                     ).status_code == 200, fmt

@@ -138,3 +138,35 @@ def test_upload_page_errors_per_file_and_too_many_files(server, icon_classifier,
     page.wait_for_function("document.getElementById('error').textContent.includes('at most')", timeout=5_000)
     assert f"at most {max_files}" in page.inner_text("#error")
     assert not errors, errors
+
+
+def test_upload_page_of_an_exported_model_shows_no_explanations(chromium, tmp_path):
+    """Issue 24, item 7: on an ONNX model (which cannot explain) the page classifies, asks /cam nothing and shows no
+    explanation picture; its technical details say explanations are not available."""
+    from prodvision.export import export_checkpoint
+    from prodvision.serve import ServeConfig, serving
+    from test_export import make_checkpoint
+    from test_serve import icons
+
+    onnx = export_checkpoint(make_checkpoint(tmp_path / "m.pt"), tmp_path / "deploy", formats=("onnx",))["onnx"]
+    photos = icons(2)
+    with serving(onnx, config=ServeConfig(threads=1), log_path=tmp_path / "serve.log") as (url, _):
+        pg = chromium.new_page(viewport={"width": 1000, "height": 700})
+        requests: list[str] = []
+        errors: list[str] = []
+        pg.on("request", lambda r: requests.append(r.url))
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            pg.goto(url + "/")
+            pg.wait_for_function("document.getElementById('limits').textContent.startsWith('Up to')", timeout=10_000)
+            pg.set_input_files("#file", [str(p) for p in photos])
+            pg.wait_for_function(CARDS_DONE, arg=len(photos), timeout=20_000)
+            pg.wait_for_timeout(500)  # time for any /cam request the page would (wrongly) send after the results
+            cards = pg.locator("[data-testid=result-card]")
+            assert all(cards.nth(i).locator(".top1").count() == 1 for i in range(len(photos)))
+            assert pg.locator(".cam").count() == 0
+            assert "explanations not available" in pg.text_content("#tech")  # in the closed details
+        finally:
+            pg.close()
+    assert not [u for u in requests if u.endswith("/cam")], requests
+    assert not errors, errors
