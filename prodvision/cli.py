@@ -22,7 +22,7 @@ import json
 import sys
 from pathlib import Path
 
-from .cli_args import COUNT, FRACTION, INPUT_SIZE, POSITIVE, SEED, Parser, number
+from .cli_args import COUNT, FRACTION, INPUT_SIZE, POSITIVE, SEED, Parser, number, product_pattern
 from .config import (FINETUNE_MODES, MAX_INPUT_SIZE, MIN_INPUT_SIZE, OPTIMIZERS, PHOTO_SIZE, SCHEDULES, WISE_DEFAULT,
                      AugmentConfig, TrainConfig, default_batch_size, finetune_defaults)
 from .errors import ConfigError, ProdvisionError
@@ -52,12 +52,41 @@ def _cmd_data_scan(args) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
-        for p in report.ok:
-            print(f"ok       {p}")
+        if args.verbose:
+            for p in report.ok:
+                print(f"ok       {p}")
         for s in report.refused:
             print(f"refused  {s.path}: {s.reason} [{s.code}]")
         print("summary: " + ", ".join(f"{k}={v}" for k, v in report.counts.items()))
+        _print_catalog_groups(args.dir, args.group_by)
     return 1 if (args.strict and report.refused) else 0
+
+
+def _print_catalog_groups(folder: str, group_by: str | None) -> None:
+    """Per class: images and product groups, as train will split them; and a warning when names look like several
+    shots of one product but no groups are declared. Silent for a folder that is not a catalog of class folders."""
+    from collections import Counter
+
+    from .data import load_dataset, shot_pattern_hint
+    from .errors import DataError
+
+    try:
+        src = load_dataset(folder, group_by=group_by)
+    except DataError as e:  # not a catalog of class folders (scan checks any folder of images)
+        print(f"groups: not computed ({e})")
+        return
+    g = src.grouping()
+    targets = src.pool.targets
+    n_img, n_grp = Counter(targets), Counter(t for t, _ in {(targets[i], gid) for i, gid in enumerate(g.ids)})
+    print("classes: " + ", ".join(f"{c} {n_img.get(i, 0)} images / {n_grp.get(i, 0)} products"
+                                  for i, c in enumerate(src.classes)))
+    print(f"groups: {g.summary()}")
+    for i, j in g.near_duplicate_pairs[:10]:
+        names = src.item_ids([i, j])
+        print(f"near-duplicate  {names[0]}  ~  {names[1]}")
+    hint = None if group_by else shot_pattern_hint(src.item_ids(range(len(src.pool))))
+    if hint:
+        print(f"warning: {hint}", file=sys.stderr)
 
 
 def _cmd_data_fetch(args) -> int:
@@ -103,7 +132,8 @@ def _recipe_from_args(args):
     return Recipe(name=Path(args.out).name, arch=args.arch, data=args.data, size=args.size, in_chans=args.in_chans,
                   weights=args.weights, augment=augment, train=cfg, trainable=trainable, finetune=finetune,
                   labels_per_class=args.labels_per_class, val_per_class=args.val_per_class,
-                  split_seed=args.split_seed, target_precision=args.target_precision, wise=wise)
+                  split_seed=args.split_seed, target_precision=args.target_precision, wise=wise,
+                  group_by=args.group_by)
 
 
 def _augment(name: str, size: int) -> AugmentConfig:
@@ -125,6 +155,14 @@ def _cmd_train(args) -> int:
     t = recipe.train
     print(f"data: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test images, "
           f"{len(data.classes)} classes; input {data.input.size} px x {data.input.in_chans} channel(s)")
+    groups = data.source.grouping()
+    if groups is not None:
+        from .data import shot_pattern_hint
+
+        print(f"groups: {groups.summary()}")
+        hint = None if recipe.group_by else shot_pattern_hint(data.source.item_ids(range(len(data.source.pool))))
+        if hint:
+            print(f"warning: the split may put shots of one product on both sides: {hint}", file=sys.stderr)
     print(f"recipe: {recipe.arch}" + (f" from {recipe.weights} weights, fine-tune: {recipe.finetune}"
                                       if recipe.weights else " from random weights")
           + ("; a logistic-regression head on the frozen network's features"
@@ -205,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.add_argument("--max-pixels", type=POSITIVE, default=50_000_000, help="refuse larger images (decompression bombs)")
     s.add_argument("--strict", action="store_true", help="exit 1 if any file is refused")
+    s.add_argument("--verbose", action="store_true", help="list every file that loads, not only the problems")
+    s.add_argument("--group-by", type=product_pattern, default=None, metavar="REGEX",
+                   help="the product-id pattern train will use (see train --help): report the product groups")
     s.set_defaults(func=_cmd_data_scan)
     f = dsub.add_parser("fetch", help="locate Fashion-MNIST (repo data/, $PRODVISION_DATA, Debian) and verify it",
                         formatter_class=_Help)
@@ -223,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a key of prodvision.models.ARCHS, e.g. mini_resnet, resnet18, tf_efficientnet_lite0 "
                         "(an unknown name lists them all)")
     t.add_argument("--out", required=True, help="run folder: recipe.json, split.json, history.json, best.pt, last.pt")
+    t.add_argument("--group-by", type=product_pattern, default=None, metavar="REGEX",
+                   help="a catalog's product id: a regex searched in each file's relative path without extension (its "
+                        "first group), e.g. '^(.+)_\\d+$' for tote_1.jpg, tote_2.jpg; the shots of one product never "
+                        "straddle train/val/test (default: none declared; near-duplicate photos are grouped anyway)")
     t.add_argument("--weights", default=None,
                    help="imagenet, or a prodvision checkpoint to start from (default: none, random initialisation)")
     t.add_argument("--finetune", default=None, choices=FINETUNE_MODES,

@@ -127,3 +127,16 @@ PORT = integer(1, 65535, what="a TCP port")
 #: An ONNX opset that ``prodvision.export`` can write (``config.ONNX_OPSETS``).
 OPSET = integer(*ONNX_OPSETS, what="an ONNX opset",
                 fix=lambda v: f"torch's TorchScript-based exporter writes no other; the default is {ONNX_OPSET}")
+
+
+def product_pattern(text: str) -> str:
+    """An argparse ``type=`` for ``--group-by``: a regular expression that compiles (its first group, searched in a
+    file's relative path without extension, names the product)."""
+    import re
+
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise argparse.ArgumentTypeError(f"must be a regular expression (got {text!r}: {e}); e.g. "
+                                         "--group-by '^(.+)_\\d+$' for tote_1.jpg, tote_2.jpg") from None
+    return text

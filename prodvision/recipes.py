@@ -69,6 +69,9 @@ class Recipe:
     # for data without an official test set; None: the 80/10/10 split
     cv_fold: tuple[int, int] | None = None
     val_fraction: float = 0.1  # validation share (data with an official test set, e.g. Fashion-MNIST's 60k)
+    # a folder/CSV catalog's product id: a regex searched in each file's relative path without extension (its first
+    # group), so that the shots of one product never straddle a split (None: near-duplicates are still grouped)
+    group_by: str | None = None
     target_precision: float = 0.95  # the "unsure" threshold: lowest confidence with this precision on validation
 
     def __post_init__(self):
@@ -121,7 +124,7 @@ class Recipe:
         """The fields that determine the trained model: everything but the run-time knobs (device, workers...)."""
         d = self.to_dict()
         d["train"] = {k: v for k, v in d["train"].items() if k not in RUNTIME_FIELDS}
-        for k in ("wise", "cv_fold"):  # the keys of recipes from before these fields existed stay what they were
+        for k in ("wise", "cv_fold", "group_by"):  # the keys of recipes from before these fields existed stay as they were
             if d[k] is None:
                 del d[k]
         return d
@@ -151,9 +154,9 @@ class PreparedData:
 _SOURCES: dict[str, Source] = {}  # builtin datasets, loaded and verified once per process
 
 
-def _source(name: str) -> Source:
+def _source(name: str, group_by: str | None = None) -> Source:
     if name not in BUILTIN:
-        return load_dataset(name)
+        return load_dataset(name, group_by=group_by)
     if name not in _SOURCES:
         _SOURCES[name] = load_dataset(name)
     return _SOURCES[name]
@@ -187,7 +190,7 @@ def prepare_data(recipe: Recipe, source: Source | None = None) -> PreparedData:
         DataError: fewer than 2 classes (a classifier of one class is always right and learns nothing), naming the
             folder or CSV file; a class too small to split.
     """
-    source = source or _source(recipe.data)
+    source = source or _source(recipe.data, recipe.group_by)
     ispec = _input_spec(recipe)
     common = dict(size=ispec.size, in_chans=ispec.in_chans, mean=ispec.mean, std=ispec.std,
                   interpolation=ispec.interpolation)
@@ -246,6 +249,11 @@ def split_record(recipe: Recipe, source: Source, classes, train_idx, val_idx, te
         k = recipe.cv_fold[1]
         fractions = [(k - 1) / k, 0.5 / k, 0.5 / k]
     fold = {} if recipe.cv_fold is None else {"cv_fold": list(recipe.cv_fold)}  # older records stay as they were
+    g = source.grouping()
+    if g is not None:  # which files were kept together: the declared products and the near-duplicate photos
+        ids = source.item_ids(range(len(source.pool)))
+        fold["groups"] = {"declared": g.declared, "count": g.count, "images": len(g.ids),
+                          "near_duplicates": [[ids[i], ids[j]] for i, j in g.near_duplicate_pairs]}
     return {"data": recipe.data, "fingerprint": source.fingerprint(), "seed": recipe.split_seed, **fold,
             "fractions": fractions, "official_test": source.test is not None, "classes": list(classes),
             "items": "files" if files else "indices", "train": items(train_idx), "val": items(val_idx),

@@ -21,6 +21,7 @@ from . import evaluate as ev
 from . import viz
 from .config import InputSpec
 from .data.catalog import Skipped
+from .data.groups import near_duplicate_pairs
 from .data.images import load_image
 from .data.sources import Source, file_digest, load_dataset
 from .errors import DataError
@@ -93,20 +94,50 @@ def heldout(ck: dict[str, Any], *, data: str | None = None, split: str = "test",
 
 
 def _refuse_overlap(rec: dict, source: Source, ds, allow: bool) -> None:
-    """Images of ``ds`` whose bytes equal a training/validation image of the run: refused unless ``allow``."""
+    """Images of ``ds`` that are a training/validation image of the run -- the same bytes, or the same photo
+    re-saved, resized or re-encoded (a near-duplicate: :func:`prodvision.data.near_duplicate_pairs`, against the
+    training folder when it is still there) -- are refused unless ``allow``."""
     if rec.get("items") != "files" or not hasattr(ds, "samples"):
         return
-    seen = {digest for part in ("train", "val") for _, digest in rec.get(part, [])}
-    hits = [p for p, _ in ds.samples if file_digest(p)[:16] in seen]
-    if hits and not allow:
-        raise DataError(f"{len(hits)} of the {len(ds)} images were used to train or validate this model (e.g. "
-                        f"{hits[0]}); scoring them would inflate accuracy. Evaluate the held-out split "
-                        "(--split test, the default) or pass --allow-overlap to score them anyway")
-    if hits:
-        import sys
+    import sys
 
-        print(f"WARNING: {len(hits)} of {len(ds)} images were used in training; accuracy on them is not a "
-              "held-out estimate", file=sys.stderr, flush=True)
+    seen = {digest for part in ("train", "val") for _, digest in rec.get(part, [])}
+    hits = {p for p, _ in ds.samples if file_digest(p)[:16] in seen}
+    twins, note = _near_training_images(rec, ds)
+    hits |= {p for p, _ in twins}
+    if note:
+        print(f"note: {note}", file=sys.stderr, flush=True)
+    if hits and not allow:
+        example = next(((p, t) for p, t in twins if p in hits), None)
+        like = f" (e.g. {example[0]} is the training image {example[1]})" if example else f" (e.g. {sorted(hits)[0]})"
+        raise DataError(f"{len(hits)} of the {len(ds)} images were used to train or validate this model, as the same "
+                        f"file or the same photo re-saved{like}; scoring them would inflate accuracy. Evaluate the "
+                        "held-out split (--split test, the default) or pass --allow-overlap to score them anyway")
+    if hits:
+        print(f"WARNING: {len(hits)} of {len(ds)} images were used in training (same file or near-duplicate); "
+              "accuracy on them is not a held-out estimate", file=sys.stderr, flush=True)
+        for p, t in twins[:20]:
+            print(f"  near-duplicate of a training image: {p} ~ {t}", file=sys.stderr)
+
+
+def _near_training_images(rec: dict, ds) -> tuple[list[tuple[str, str]], str | None]:
+    """``(image of ds, training/validation file it duplicates)`` pairs found in the pixels, and a note when the
+    check could not run (the training data is no longer where the run recorded it)."""
+    name = rec.get("data")
+    if not name or not Path(str(name)).exists():
+        return [], (f"the training data {name!r} is not here, so only byte-identical copies of training images were "
+                    "looked for (not re-saved or resized ones)")
+    train_src = load_dataset(name, verify=False)
+    ids = train_src.item_ids(range(len(train_src.pool)))
+    wanted = {rel for part in ("train", "val") for rel, _ in rec.get(part, [])}
+    tidx = [i for i, rel in enumerate(ids) if rel in wanted]
+    n_train = len(tidx)
+
+    def load(i: int):
+        return train_src.pool[tidx[i]][0] if i < n_train else load_image(ds.samples[i - n_train][0])
+
+    pairs = near_duplicate_pairs(load, n_train + len(ds.samples))
+    return [(ds.samples[j - n_train][0], ids[tidx[i]]) for i, j in pairs if i < n_train <= j], None
 
 
 def write_report(out_dir: str | Path, logits: np.ndarray, targets: np.ndarray, classes: Sequence[str], *,

@@ -80,8 +80,11 @@ def test_scan_folder_reports_everything_and_deletes_nothing(tiny_folder):
 def test_scan_cli_text_and_json(tiny_folder, capsys):
     assert main(["data", "scan", str(tiny_folder)]) == 0
     out = capsys.readouterr().out
-    assert out.count("ok       ") == 18
+    assert out.count("ok       ") == 0  # only the problems, then the summary and the per-class counts
     assert "refused  " in out and "broken.jpg" in out and "summary: ok=18, refused=4" in out
+    assert "classes: " in out and "images / " in out and "product groups" in out
+    assert main(["data", "scan", str(tiny_folder), "--verbose"]) == 0
+    assert capsys.readouterr().out.count("ok       ") == 18
     assert main(["data", "scan", str(tiny_folder), "--json"]) == 0
     js = json.loads(capsys.readouterr().out)
     assert js["summary"]["refused"] == 4 and {r["code"] for r in js["refused"]} >= {"empty", "not_image"}

@@ -7,6 +7,7 @@ from .fashion import (
     FASHION_MNIST_CLASSES, FASHION_MNIST_GROUPS, ArrayDataset, DatasetChecksumError, DatasetNotFoundError,
     FashionMNIST, find_fashion_mnist, load_fashion_mnist,
 )
+from .groups import ProductGroups, near_duplicate_pairs, pattern_groups, product_groups, shot_pattern_hint
 from .icons import load_product_icons, product_icons_dir
 from .images import IMG_EXTENSIONS, ImageLoadError, load_image, probe_image
 from .sources import BUILTIN, Source, file_digest, fingerprint, load_dataset
@@ -17,5 +18,6 @@ __all__ = [
     "FASHION_MNIST_GROUPS", "FashionMNIST", "IMG_EXTENSIONS", "ImageLimits", "ImageLoadError", "ScanReport", "Skipped",
     "Source", "Split", "file_digest", "find_fashion_mnist", "fingerprint", "hamming_min", "load_dataset",
     "load_fashion_mnist", "load_image", "load_product_icons", "near_duplicates", "phash", "pixel_nearest", "probe_image",
-    "product_icons_dir", "scan_files", "scan_folder", "stratified_split", "kfold_split",
+    "product_icons_dir", "scan_files", "scan_folder", "stratified_split", "kfold_split", "ProductGroups",
+    "near_duplicate_pairs", "pattern_groups", "product_groups", "shot_pattern_hint",
 ]

@@ -22,6 +22,7 @@ from ..errors import DataError, DataNotFoundError
 from .catalog import CatalogDataset, Skipped
 from .cifar import load_cifar10
 from .fashion import ArrayDataset, load_fashion_mnist
+from .groups import ProductGroups, near_duplicate_pairs, pattern_groups, product_groups
 from .icons import icon_groups, load_product_icons
 from .splits import Split, kfold_split, stratified_split
 
@@ -45,7 +46,34 @@ class Source:
     classes: list[str]
     groups: list[str] | None = None  # per pool item: variants of one source image stay in one part
     skipped: list[Skipped] = field(default_factory=list)
+    group_by: str | None = None  # a catalog's file-name pattern of product ids (see prodvision.data.groups)
     _fingerprint: str | None = field(default=None, repr=False)
+    _grouping: ProductGroups | None = field(default=None, repr=False)
+
+    def grouping(self) -> ProductGroups | None:
+        """Which images of a folder or CSV catalog are one product: the ``group_by`` pattern's ids joined with the
+        near-duplicates found in the pixels (computed once). None for the builtin datasets (their groups, if any,
+        are ``groups``).
+
+        Raises:
+            DataError: the pattern is invalid or leaves files without a product; one photo is listed under two
+                labels (both files are named).
+        """
+        if self._grouping is None and isinstance(self.pool, CatalogDataset) and self.name not in BUILTIN:
+            n = len(self.pool)
+            names = self.item_ids(range(n))
+            declared = pattern_groups(names, self.group_by) if self.group_by else None
+            pairs = near_duplicate_pairs(lambda i: self.pool[i][0], n)
+            targets = self.pool.targets
+            clash = [(i, j) for i, j in pairs if targets[i] != targets[j]]
+            if clash:
+                i, j = clash[0]
+                raise DataError(f"{self.name}: {names[i]} ({self.classes[targets[i]]!r}) and {names[j]} "
+                                f"({self.classes[targets[j]]!r}) are one photo under two labels ({len(clash)} such "
+                                "pair(s)); keep the right label and remove the other file")
+            self._grouping = ProductGroups(product_groups(n, declared, pairs),
+                                           f"--group-by '{self.group_by}'" if self.group_by else None, pairs)
+        return self._grouping
 
     def fingerprint(self) -> str:
         """A content hash of every image and label of the pool and the test set (computed once)."""
@@ -73,10 +101,13 @@ class Source:
         if cv_fold is not None and self.test is not None:
             raise DataError(f"{self.name} has an official test set: cross-validation folds (cv_fold={cv_fold}) are "
                             "for folders and CSV catalogs without one")
+        groups = self.groups
+        if groups is None and (g := self.grouping()) is not None and g.count < len(g.ids):
+            groups = g.ids  # products with several images: a split never cuts one
         try:
             if cv_fold is not None:
-                return kfold_split(targets, k=cv_fold[1], fold=cv_fold[0], seed=seed, groups=self.groups)
-            return stratified_split(targets, fractions=fractions, seed=seed, groups=self.groups)
+                return kfold_split(targets, k=cv_fold[1], fold=cv_fold[0], seed=seed, groups=groups)
+            return stratified_split(targets, fractions=fractions, seed=seed, groups=groups)
         except ValueError as e:  # scikit-learn: e.g. fewer test images than classes
             per = ", ".join(f"{c}={counts.get(i, 0)}" for i, c in enumerate(self.classes))
             raise DataError(f"{self.name}: cannot split {len(targets)} images into {fractions} ({e}); "
@@ -102,19 +133,27 @@ def _relative(path: str, root: Path | None) -> str:
 
 
 def load_dataset(name_or_path: str | os.PathLike, *, classes: Sequence[str] | None = None,
-                 verify: bool = True) -> Source:
+                 verify: bool = True, group_by: str | None = None) -> Source:
     """The labelled data behind a name: ``"fashion-mnist"``, ``"cifar10"``, ``"product-icons"``, an image folder
     (one sub-folder per class) or a CSV manifest (``path``/``label`` columns).
 
     Args:
         classes: a class order to use (e.g. a trained model's): folders/labels not in it are skipped and reported.
         verify: decode every image file now and skip (and report) the ones that fail.
+        group_by: for a folder or CSV catalog, a regular expression whose first group (searched in each file's
+            relative path without extension) names the product, e.g. ``'^(.+)_\\d+$'`` for ``tote_1.jpg``,
+            ``tote_2.jpg``: the shots of one product never straddle a split (:meth:`Source.grouping`).
 
     Raises:
         DatasetNotFoundError: a builtin dataset is not available here.
         DataNotFoundError / DataError: a folder or CSV that is missing or cannot be used.
     """
     name = str(name_or_path)
+    if group_by is not None and name in BUILTIN:
+        raise DataError(f"group_by={group_by!r}: {name} is a builtin dataset with its own groups; group_by is for "
+                        "folders and CSV catalogs")
+    if group_by is not None:
+        pattern_groups([], group_by)  # an invalid pattern fails here, before any image is read
     if name == "fashion-mnist":
         fm = load_fashion_mnist()
         return Source(name, fm.train, fm.test, list(fm.classes))
@@ -136,7 +175,7 @@ def load_dataset(name_or_path: str | os.PathLike, *, classes: Sequence[str] | No
     if len(ds) == 0:
         why = f"; {len(ds.skipped)} file(s) skipped, e.g. {ds.skipped[0].path}: {ds.skipped[0].reason}" if ds.skipped else ""
         raise DataError(f"{name}: no usable images{why}")
-    return Source(name, ds, None, list(ds.classes), skipped=list(ds.skipped))
+    return Source(name, ds, None, list(ds.classes), skipped=list(ds.skipped), group_by=group_by)
 
 
 # ---------------------------------------------------------------------------------------------- content hashes
