@@ -56,7 +56,7 @@ class Skipped:
     """A file that a loader did not use, and why."""
 
     path: str
-    code: str  # an ImageLoadError code, or "hidden", "extension", "no_label", "bad_row"
+    code: str  # an ImageLoadError code, or "hidden", "extension", "no_label", "bad_row", "duplicate"
     reason: str
 
 
@@ -250,12 +250,14 @@ class CatalogDataset(Dataset):
 
         Paths are relative to ``root`` (default: the CSV's folder). ``path_format`` turns the path column into a
         file name, e.g. Kaggle "Fashion Product Images" ``styles.csv``: ``path_col="id", label_col="articleType",
-        path_format="images/{}.jpg"``. Rows with a missing file, an empty label or the wrong number of fields are
-        reported in ``skipped``. Classes are the sorted distinct labels unless ``classes`` is given.
+        path_format="images/{}.jpg"``. Rows with a missing file, an empty label or the wrong number of fields, and
+        a repeated row, are reported in ``skipped``; a file listed with two different labels is a :class:`DataError`
+        naming both rows. Classes are the sorted distinct labels unless ``classes`` is given.
         """
         csv_path = Path(csv_path)
         base = Path(root) if root is not None else csv_path.parent
         rows, skipped = [], []
+        first: dict[str, tuple[int, str, str]] = {}  # file -> (line, path as written, label) of its first row
         if not csv_path.is_file():
             raise DataNotFoundError(f"{csv_path}: no such CSV manifest")
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -279,7 +281,18 @@ class CatalogDataset(Dataset):
                 if not label:
                     skipped.append(Skipped(where, "no_label", "empty label"))
                     continue
-                rows.append((str(base / path_format.format(rel)), label))
+                path = str(base / path_format.format(rel))
+                key = os.path.normpath(path)  # "a.png" and "./a.png" are one file
+                if key in first:
+                    line0, rel0, label0 = first[key]
+                    if label0 != label:
+                        raise DataError(f"{csv_path}: line {line0} labels {rel0!r} {label0!r} and line {lineno} "
+                                        f"labels {rel!r} {label!r}, one file with two labels; fix or remove one of "
+                                        "the rows")
+                    skipped.append(Skipped(where, "duplicate", f"{rel!r} is listed again (first at line {line0})"))
+                    continue
+                first[key] = (lineno, rel, label)
+                rows.append((path, label))
         classes = list(classes) if classes is not None else sorted({lab for _, lab in rows})
         candidates = []
         for p, lab in rows:
