@@ -15,7 +15,7 @@ from .splits import Split, hamming_min, kfold_split, near_duplicates, phash, pix
 __all__ = [
     "ArrayDataset", "BUILTIN", "CatalogDataset", "DatasetChecksumError", "DatasetNotFoundError", "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_GROUPS", "FashionMNIST", "IMG_EXTENSIONS", "ImageLimits", "ImageLoadError", "ScanReport", "Skipped",
-    "Source", "Split", "class_folder", "file_digest", "folder_classes", "find_fashion_mnist", "fingerprint", "hamming_min", "load_dataset",
-    "load_fashion_mnist", "load_image", "load_product_icons", "near_duplicates", "phash", "pixel_nearest", "probe_image",
-    "product_icons_dir", "scan_files", "scan_folder", "stratified_split", "kfold_split",
+    "Source", "Split", "class_folder", "file_digest", "folder_classes", "find_fashion_mnist", "fingerprint",
+    "hamming_min", "load_dataset", "load_fashion_mnist", "load_image", "load_product_icons", "near_duplicates", "phash",
+    "pixel_nearest", "probe_image", "product_icons_dir", "scan_files", "scan_folder", "stratified_split", "kfold_split",
 ]
