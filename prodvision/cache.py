@@ -13,13 +13,17 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, BinaryIO
+from typing import Any, Callable, BinaryIO, TypeVar
 
+from .errors import first_line
 from .paths import cache_dir
 
-__all__ = ["make_key", "entry", "is_done", "mark_done", "atomic_write", "atomic_write_text",
+T = TypeVar("T")
+
+__all__ = ["make_key", "entry", "is_done", "mark_done", "atomic_write", "atomic_write_text", "read_or_discard",
            "remove_stale_temp_files", "clear"]
 
 DONE = "DONE"
@@ -68,6 +72,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             os.unlink(tmp)
         raise
     return path
+
+
+def read_or_discard(path: str | os.PathLike, read: Callable[[Path], T]) -> T | None:
+    """``read(path)`` for a cached, recomputable file; None when there is none or it is damaged.
+
+    A damaged entry -- truncated, not the format ``read`` expects, or contents ``read`` rejects by raising -- is
+    named in a one-line warning on stderr and deleted, so the caller recomputes it instead of dying on the reader's
+    traceback. Only for caches: a file that cannot be recomputed (a checkpoint) must raise instead.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return read(path)
+    except Exception as e:  # torch/numpy raise many types (RuntimeError, EOFError, UnpicklingError...) for bad files
+        print(f"WARNING: {path}: damaged cache entry ({first_line(e)}); deleting and recomputing it", file=sys.stderr,
+              flush=True)
+        path.unlink(missing_ok=True)
+        return None
 
 
 def remove_stale_temp_files(path: str | os.PathLike) -> list[Path]:

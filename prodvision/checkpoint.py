@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .cache import atomic_write
-from .errors import ProdvisionError
+from .errors import ProdvisionError, first_line
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "CheckpointError"]
 
@@ -104,9 +104,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                 f"{f' ({found[1]})' if found else ''}; refused for safety, since loading them could run code from the "
                 "file. A prodvision checkpoint never holds such objects: use one written by prodvision train"
             ) from None
-        raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(e)}). {AGAIN}") from None
+        raise CheckpointError(f"{path}: corrupt checkpoint ({first_line(e)}). {AGAIN}") from None
     except Exception as e:  # torch raises many types (RuntimeError, EOFError, KeyError) for damaged or foreign files
-        raise CheckpointError(f"{path}: corrupt checkpoint, or not a PyTorch file ({_first_line(e)}). {AGAIN}") from None
+        raise CheckpointError(f"{path}: corrupt checkpoint, or not a PyTorch file ({first_line(e)}). {AGAIN}") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a prodvision checkpoint (no format={FORMAT!r} field)")
     return obj
@@ -133,7 +133,3 @@ def _truncated(path: Path) -> str | None:
     except (zipfile.BadZipFile, OSError):
         return f"{size} bytes: the end of the zip archive torch writes is missing"
 
-
-def _first_line(e: BaseException) -> str:
-    line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {line[:160]}" if line else type(e).__name__

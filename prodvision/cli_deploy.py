@@ -97,7 +97,7 @@ def _cmd_cam(args) -> int:
     import numpy as np
     from PIL import Image
 
-    from .data import load_image
+    from .data import folder_classes, load_image
     from .data.images import ImageLoadError
     from .deployed import load_deployed
     from .explain import explain_image
@@ -117,6 +117,7 @@ def _cmd_cam(args) -> int:
     if args.target is not None and args.target not in model.classes:
         raise ConfigError(f"--target {args.target!r} is not one of the model's classes {model.classes}")
     folder.mkdir(parents=True, exist_ok=True)
+    by_folder = folder_classes(model.classes)  # "T-shirt_top" -> "T-shirt/top", the way folders hold classes
     tiles, failed = [], 0
     for f, name, path in zip(files, names, paths):
         try:
@@ -126,10 +127,10 @@ def _cmd_cam(args) -> int:
             failed += 1
             continue
         ex = explain_image(model, image, target=args.target, method=args.method, size=args.size)
-        truth = Path(f).parent.name  # an image folder's layout (one sub-folder per class) gives the true class
+        truth = by_folder.get(Path(f).parent.name)  # an image folder's layout (a folder per class): the true class
         lines = [name, f"predicted {ex.predicted} ({ex.probability:.0%})" + (" - UNSURE" if ex.unsure else ""),
                  *([f"true {truth}" + (" - right" if truth == ex.predicted else " - WRONG")]
-                   if truth in model.classes else []),
+                   if truth is not None else []),
                  f"{args.method} for {ex.label}"]
         tile = caption_image(ex.overlay, lines)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ keeps its traceback. The subclasses also derive from the matching built-in type 
 
 from __future__ import annotations
 
-__all__ = ["ProdvisionError", "ConfigError", "DataError", "DataNotFoundError"]
+__all__ = ["ProdvisionError", "ConfigError", "DataError", "DataNotFoundError", "first_line"]
 
 
 class ProdvisionError(Exception):
@@ -26,3 +26,9 @@ class DataError(ProdvisionError, ValueError):
 
 class DataNotFoundError(ProdvisionError, FileNotFoundError):
     """A dataset, folder, CSV manifest or model file that does not exist where it was looked for."""
+
+
+def first_line(e: BaseException) -> str:
+    """An exception in one short line, ``"Type: the first line of its message"``, for messages that quote it."""
+    line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {line[:160]}" if line else type(e).__name__

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .cache import atomic_write, make_key
+from .cache import atomic_write, make_key, read_or_discard
 from .data.sources import fingerprint
 from .evaluate import predict
 from .paths import cache_dir as default_cache
@@ -70,9 +70,9 @@ def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] 
     ident = {"backbone": key if key is not None else model_fingerprint(backbone), "data": dataset_fingerprint(data),
              "n": len(data)}
     path = Path(cache_dir if cache_dir is not None else default_cache() / "features") / f"{make_key(ident, 24)}.pt"
-    if path.is_file():
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        return obj["features"].numpy(), obj["targets"].numpy()
+    cached = read_or_discard(path, lambda p: _read_features(p, len(data)))
+    if cached is not None:
+        return cached
     if resolve_device(device).type == "cpu":
         allocator("reuse")  # a frozen network at photo sizes runs faster when activations stay in the heap
     feats, ys = predict(backbone, DataLoader(data, batch_size=batch_size, shuffle=False), device=device,
@@ -80,6 +80,15 @@ def extract_features(backbone: nn.Module, data: Dataset, *, key: dict[str, Any] 
     obj = {"features": torch.from_numpy(feats), "targets": torch.from_numpy(ys)}
     atomic_write(path, lambda fh: torch.save(obj, fh))
     return feats, ys
+
+
+def _read_features(path: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A features file written by :func:`extract_features`; raises if it is not one for ``n`` items."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    feats, ys = obj["features"], obj["targets"]
+    if not (isinstance(feats, torch.Tensor) and isinstance(ys, torch.Tensor) and len(feats) == len(ys) == n):
+        raise ValueError(f"holds {len(feats)} features and {len(ys)} targets, not {n} of each")
+    return feats.numpy(), ys.numpy()
 
 
 def trunk_activations(trunk: nn.Module, data: Dataset, *, key: dict[str, Any], views: int = 1, seed: int = 0,

@@ -20,7 +20,7 @@ import numpy as np
 from . import evaluate as ev
 from . import viz
 from .config import InputSpec
-from .data.catalog import Skipped
+from .data.catalog import CatalogDataset, Skipped
 from .data.groups import near_duplicate_pairs
 from .data.images import load_image
 from .data.sources import Source, file_digest, load_dataset
@@ -62,7 +62,10 @@ def heldout(ck: dict[str, Any], *, data: str | None = None, split: str = "test",
     source = load_dataset(name, classes=classes if Path(str(name)).exists() else None)
     if list(source.classes) != classes:
         raise DataError(f"{name}: its classes {source.classes} differ from the model's {classes}")
-    tf = spec_transform(InputSpec.from_dict(dict(ck["input"])))
+    spec = InputSpec.from_dict(dict(ck["input"]))
+    # Image files are preprocessed as `prodvision predict` and the service do (load_image, then the deploy transform
+    # with the model's photo conversion); in-memory datasets already are what the model was trained on.
+    tf = spec_transform(spec, deploy=isinstance(source.pool, CatalogDataset))
     same = rec.get("fingerprint") == source.fingerprint()
     if split != "all" and not rec:
         raise DataError("the checkpoint has no split record (it was not trained by prodvision's recipes); "
@@ -74,7 +77,10 @@ def heldout(ck: dict[str, Any], *, data: str | None = None, split: str = "test",
         ds = source.test if source.test is not None else source.pool  # data with an official test set: that set
         _refuse_overlap(rec, source, ds, allow_overlap)
         what = "official test set" if source.test is not None else "images"
-        return Heldout(ds.subset(range(len(ds)), transform=tf), f"all {len(ds)} {what} of {name}", source.skipped)
+        n_skipped = len(source.skipped)
+        desc = (f"all {len(ds)} {what} of {name}" if not n_skipped else  # "all" only when nothing was left out
+                f"{len(ds)} {what} of {name} ({n_skipped} file(s) skipped, not scored)")
+        return Heldout(ds.subset(range(len(ds)), transform=tf), desc, source.skipped)
     if split == "test" and rec.get("official_test"):
         return Heldout(source.test.subset(range(len(source.test)), transform=tf),
                        f"the official test set of {name} ({len(source.test)} images)", source.skipped)

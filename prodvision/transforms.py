@@ -54,7 +54,8 @@ def eval_transform(*, size: int, in_chans: int = 3, mean=IMAGENET_MEAN, std=IMAG
 
 def spec_transform(spec: InputSpec, *, deploy: bool = False) -> v2.Compose:
     """:func:`eval_transform` for an :class:`InputSpec`. With ``deploy=True`` a spec's ``photo_style`` is applied
-    first (uploaded photos become what the model was trained on; dataset images already are)."""
+    first (uploaded photos become what the model was trained on; in-memory dataset images already are). Every image
+    *file* takes the deploy path: ``prodvision predict``, the service and ``prodvision evaluate`` on a folder or CSV."""
     t = eval_transform(size=spec.size, in_chans=spec.in_chans, mean=spec.mean, std=spec.std,
                        interpolation=spec.interpolation, crop_pct=spec.crop_pct)
     if deploy and spec.photo_style == "fashion-mnist":

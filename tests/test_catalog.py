@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from prodvision.cli import main
@@ -57,6 +58,21 @@ def test_from_csv_manifest(tiny_folder, tmp_path):
     assert len(ds) == 2
     codes = sorted(s.code for s in ds.skipped)
     assert codes == ["bad_row", "missing", "no_label", "not_image"]
+
+
+def test_a_file_listed_with_two_labels_is_an_error_naming_both_rows(tiny_folder, capsys):
+    """Issue 24 item 10: the same file under two labels was accepted silently."""
+    from prodvision.errors import DataError
+
+    csv_path = tiny_folder / "manifest.csv"
+    csv_path.write_text("path,label\nbag/0.png,bag\nshoe/1.png,shoe\n./bag/0.png,shirt\n")
+    with pytest.raises(DataError, match=r"line 2 labels 'bag/0.png' 'bag' and line 4 labels './bag/0.png' 'shirt'"):
+        CatalogDataset.from_csv(csv_path)
+    assert main(["train", "--data", str(csv_path), "--out", str(tiny_folder.parent / "run")]) == 2
+    assert "manifest.csv: line 2" in capsys.readouterr().err
+    csv_path.write_text("path,label\nbag/0.png,bag\nshoe/1.png,shoe\nbag/0.png,bag\n")  # the same row twice
+    ds = CatalogDataset.from_csv(csv_path)
+    assert len(ds) == 2 and [(s.code, s.path.rsplit(":", 1)[-1]) for s in ds.skipped] == [("duplicate", "4")]
 
 
 def test_kaggle_style_manifest(tmp_path):

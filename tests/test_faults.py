@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,3 +135,31 @@ def test_atomic_write_temp_files_name_their_writer(tmp_path):
     cache.atomic_write(tmp_path / "a.json", lambda fh: seen.extend(p.name for p in tmp_path.glob(".a.json.*.tmp")))
     assert len(seen) == 1 and seen[0].startswith(f".a.json.{os.getpid()}.")
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not_torch", "wrong_contents"])
+def test_a_damaged_features_cache_entry_is_named_and_recomputed(tmp_path, tiny_model, capsys, damage):
+    """Issue 24 item 3: a corrupt features file gave torch's traceback; features are recomputable."""
+    from torch.utils.data import TensorDataset
+
+    from prodvision.features import extract_features
+
+    data = TensorDataset(torch.rand(6, 3, 8, 8), torch.arange(6) % 3)
+    feats, ys = extract_features(tiny_model, data, cache_dir=tmp_path, device="cpu", progress=False)
+    (entry,) = tmp_path.glob("*.pt")
+    good = entry.read_bytes()
+    if damage == "wrong_contents":  # a readable file for another dataset size
+        torch.save({"features": torch.zeros(2, 3), "targets": torch.zeros(2)}, entry)
+    else:
+        entry.write_bytes({"truncated": good[:len(good) // 2], "empty": b"", "not_torch": b"GIF89a no torch"}[damage])
+    capsys.readouterr()
+    again, ys2 = extract_features(tiny_model, data, cache_dir=tmp_path, device="cpu", progress=False)
+    err = capsys.readouterr().err
+    np.testing.assert_array_equal(again, feats)
+    np.testing.assert_array_equal(ys2, ys)
+    warning = [line for line in err.splitlines() if str(entry) in line]
+    assert len(warning) == 1 and "damaged cache entry" in warning[0] and "recomputing" in warning[0]
+    assert "Traceback" not in err
+    assert torch.load(entry, weights_only=True)["features"].shape == (6, 3)  # rewritten whole
+    extract_features(tiny_model, data, cache_dir=tmp_path, device="cpu", progress=False)
+    assert "WARNING" not in capsys.readouterr().err  # and read from the cache the next time

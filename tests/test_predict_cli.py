@@ -162,3 +162,74 @@ def test_export_cli_with_parity_check(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "out" / "m.onnx").is_file() and (tmp_path / "out" / "m.ts").is_file()
     assert sum(line.startswith("parity ") and line.endswith(": ok") for line in out.splitlines()) == 2
+
+
+# ---------------------------------------------------------------------------------------------- evaluate = predict
+def _fashion_checkpoint(path: Path) -> Path:
+    """A Fashion-MNIST-shaped checkpoint (28 px greyscale, photo_style fashion-mnist, the 10 class names), untrained."""
+    from prodvision.checkpoint import save_checkpoint
+    from prodvision.data import FASHION_MNIST_CLASSES
+    from prodvision.models import create_model
+
+    torch.manual_seed(0)
+    spec = InputSpec(size=28, in_chans=1, mean=(0.5,) * 3, std=(0.5,) * 3, photo_style="fashion-mnist")
+    m = create_model("mini_resnet", 10, in_chans=1, widths=(4, 8, 8))
+    save_checkpoint({"model": m.state_dict(), "classes": list(FASHION_MNIST_CLASSES), "arch": "mini_resnet",
+                     "model_kwargs": {"widths": (4, 8, 8)}, "in_chans": 1, "input": spec.to_dict(), "config": {},
+                     "metrics": {}}, path)
+    return path
+
+
+def _photo_folder(root: Path, folders=("Bag", "Sandal"), per=2) -> Path:
+    """Catalog-style photos (a dark product on white, off-centre, not square) in one folder per class."""
+    rng = np.random.default_rng(1)
+    for k, name in enumerate(folders):
+        (root / name).mkdir(parents=True)
+        for i in range(per):
+            arr = np.full((60, 90, 3), 255, np.uint8)
+            top, left = rng.integers(2, 20), rng.integers(2, 40)
+            arr[top:top + 30 + 5 * k, left:left + 25 + 5 * i] = rng.integers(0, 80, 3)
+            Image.fromarray(arr).save(root / name / f"{i}.png")
+    return root
+
+
+def test_evaluate_preprocesses_image_files_as_predict_does(tmp_path):
+    """Issue 24 item 8: the same model gave two answers; evaluate skipped the Fashion-MNIST photo conversion."""
+    from prodvision.report import heldout
+    from prodvision.checkpoint import load_checkpoint
+
+    ck_path = _fashion_checkpoint(tmp_path / "fm.pt")
+    data = _photo_folder(tmp_path / "photos")
+    held = heldout(load_checkpoint(ck_path), data=str(data), split="all")
+    dep = load_deployed(ck_path)
+    assert len(held.dataset) == 4
+    for i, (path, _) in enumerate(held.dataset.samples):
+        torch.testing.assert_close(held.dataset[i][0], dep.preprocess(path), rtol=0, atol=0)
+
+
+def test_class_names_that_are_not_folder_names_map_both_ways():
+    from prodvision.data import FASHION_MNIST_CLASSES, class_folder, folder_classes
+    from prodvision.errors import DataError
+
+    assert class_folder("T-shirt/top") == "T-shirt_top" and class_folder("Ankle boot") == "Ankle_boot"
+    assert class_folder("Bag") == "Bag"
+    back = folder_classes(FASHION_MNIST_CLASSES)
+    assert back["T-shirt_top"] == "T-shirt/top" and back["Ankle_boot"] == "Ankle boot" and len(back) == 10
+    assert all(back[class_folder(c)] == c for c in FASHION_MNIST_CLASSES)
+    with pytest.raises(DataError, match="'a b' and 'a_b'"):
+        folder_classes(["a b", "a_b"])
+
+
+def test_evaluate_reads_mapped_class_folders_and_never_says_all_when_files_were_skipped(tmp_path, capsys):
+    ck_path = _fashion_checkpoint(tmp_path / "fm.pt")
+    data = _photo_folder(tmp_path / "photos", folders=("T-shirt_top", "Ankle_boot", "Bag"))
+    assert main(["evaluate", str(ck_path), "--data", str(data), "--split", "all", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["n"] == 6 and summary["scored"] == f"all 6 images of {data}"
+    (data / "Bag" / "notes.txt").write_text("not an image")
+    (data / "Not_a_class").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(data / "Not_a_class" / "x.png")
+    assert main(["evaluate", str(ck_path), "--data", str(data), "--split", "all"]) == 0
+    out, err = capsys.readouterr()
+    assert f"scored 6 images of {data} (2 file(s) skipped, not scored)" in out and "scored all" not in out
+    assert "Not_a_class" in err and "notes.txt" in err

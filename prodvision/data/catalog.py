@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,31 @@ from ..errors import DataError, DataNotFoundError
 from ..progress import progress_bar
 from .images import IMG_EXTENSIONS, ImageLoadError, load_image
 
-__all__ = ["CatalogDataset", "Skipped", "ScanReport", "scan_folder", "scan_files"]
+__all__ = ["CatalogDataset", "Skipped", "ScanReport", "scan_folder", "scan_files", "class_folder", "folder_classes"]
+
+_NOT_IN_FOLDER_NAMES = re.compile(r'[/\\ :*?"<>|]')
+
+
+def class_folder(name: str) -> str:
+    """The folder name that holds class ``name``'s images: characters a folder name cannot have (``/``, ``\\``,
+    space, ``:*?"<>|``) become ``_`` -- ``"T-shirt/top"`` -> ``"T-shirt_top"``, ``"Ankle boot"`` -> ``"Ankle_boot"``.
+    The one mapping between class names and folders, both ways (:func:`folder_classes` inverts it)."""
+    return _NOT_IN_FOLDER_NAMES.sub("_", name)
+
+
+def folder_classes(classes: Sequence[str]) -> dict[str, str]:
+    """Folder name -> class name for ``classes``, by :func:`class_folder`.
+
+    Raises:
+        DataError: two classes would share one folder (e.g. ``"a b"`` and ``"a_b"``).
+    """
+    out: dict[str, str] = {}
+    for c in classes:
+        f = class_folder(c)
+        if f in out and out[f] != c:
+            raise DataError(f"classes {out[f]!r} and {c!r} would both be stored in the folder {f!r}; rename one")
+        out[f] = c
+    return out
 
 
 @dataclass(frozen=True)
@@ -31,7 +56,7 @@ class Skipped:
     """A file that a loader did not use, and why."""
 
     path: str
-    code: str  # an ImageLoadError code, or "hidden", "extension", "no_label", "bad_row"
+    code: str  # an ImageLoadError code, or "hidden", "extension", "no_label", "bad_row", "duplicate"
     reason: str
 
 
@@ -178,7 +203,9 @@ class CatalogDataset(Dataset):
         Args:
             verify: decode every image now and skip (and report) the bad ones; otherwise only extensions are
                 checked and a bad file raises :class:`ImageLoadError` when it is read.
-            classes: a saved class order to use (e.g. a model's); folders not in it are reported as skipped.
+            classes: a saved class order to use (e.g. a model's); folders not in it are reported as skipped. A
+                class whose name is not a valid folder name is read from :func:`class_folder`'s folder
+                (``T-shirt_top`` for ``"T-shirt/top"``).
         """
         root = Path(root)
         if not root.is_dir():
@@ -187,18 +214,20 @@ class CatalogDataset(Dataset):
         classes = list(classes) if classes is not None else found
         if not classes:
             raise DataError(f"{root}: no class folders found (expected root/<class>/<image files>)")
+        index = {f: classes.index(c) for f, c in folder_classes(classes).items()}
         files, skipped = _walk(root)
         candidates = []
         for f in files:
             rel = f.relative_to(root)
             if len(rel.parts) < 2:
                 skipped.append(Skipped(str(f), "no_label", "file at the top level is not inside a class folder"))
-            elif rel.parts[0] not in classes:
-                skipped.append(Skipped(str(f), "no_label", f"folder {rel.parts[0]!r} is not one of the classes"))
+            elif rel.parts[0] not in index:
+                skipped.append(Skipped(str(f), "no_label", f"folder {rel.parts[0]!r} is not one of the classes' "
+                                                          f"folders {sorted(index)}"))
             elif not f.name.lower().endswith(IMG_EXTENSIONS):
                 skipped.append(Skipped(str(f), "extension", "not an image file extension"))
             else:
-                candidates.append((str(f), classes.index(rel.parts[0])))
+                candidates.append((str(f), index[rel.parts[0]]))
         samples, skipped = cls._verify(candidates, skipped, verify, limits)
         return cls(samples, classes, transform=transform, mode=mode, limits=limits, skipped=skipped, root=str(root))
 
@@ -221,12 +250,14 @@ class CatalogDataset(Dataset):
 
         Paths are relative to ``root`` (default: the CSV's folder). ``path_format`` turns the path column into a
         file name, e.g. Kaggle "Fashion Product Images" ``styles.csv``: ``path_col="id", label_col="articleType",
-        path_format="images/{}.jpg"``. Rows with a missing file, an empty label or the wrong number of fields are
-        reported in ``skipped``. Classes are the sorted distinct labels unless ``classes`` is given.
+        path_format="images/{}.jpg"``. Rows with a missing file, an empty label or the wrong number of fields, and
+        a repeated row, are reported in ``skipped``; a file listed with two different labels is a :class:`DataError`
+        naming both rows. Classes are the sorted distinct labels unless ``classes`` is given.
         """
         csv_path = Path(csv_path)
         base = Path(root) if root is not None else csv_path.parent
         rows, skipped = [], []
+        first: dict[str, tuple[int, str, str]] = {}  # file -> (line, path as written, label) of its first row
         if not csv_path.is_file():
             raise DataNotFoundError(f"{csv_path}: no such CSV manifest")
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
@@ -250,7 +281,18 @@ class CatalogDataset(Dataset):
                 if not label:
                     skipped.append(Skipped(where, "no_label", "empty label"))
                     continue
-                rows.append((str(base / path_format.format(rel)), label))
+                path = str(base / path_format.format(rel))
+                key = os.path.normpath(path)  # "a.png" and "./a.png" are one file
+                if key in first:
+                    line0, rel0, label0 = first[key]
+                    if label0 != label:
+                        raise DataError(f"{csv_path}: line {line0} labels {rel0!r} {label0!r} and line {lineno} "
+                                        f"labels {rel!r} {label!r}, one file with two labels; fix or remove one of "
+                                        "the rows")
+                    skipped.append(Skipped(where, "duplicate", f"{rel!r} is listed again (first at line {line0})"))
+                    continue
+                first[key] = (lineno, rel, label)
+                rows.append((path, label))
         classes = list(classes) if classes is not None else sorted({lab for _, lab in rows})
         candidates = []
         for p, lab in rows:
