@@ -137,3 +137,22 @@ def test_evaluate_refuses_re_saved_training_images(tmp_path, rng, capsys):
     assert main(["evaluate", str(out / "best.pt"), "--data", str(copy), "--split", "all", "--allow-overlap"]) == 0
     assert err.count("near-duplicate of a training image") == 0 and \
         capsys.readouterr().err.count("near-duplicate of a training image") == 3
+
+
+def test_a_csv_group_column_declares_the_products(tmp_path, rng):
+    root = _shots(tmp_path / "shop", rng, products=6)
+    rows = ["path,label,group"] + [f"{p.relative_to(root).as_posix()},{p.parent.name},{p.stem.rsplit('_', 1)[0]}"
+                                   for p in sorted(root.rglob("*.png"))]
+    (root / "catalog.csv").write_text("\n".join(rows) + "\n")
+    src = load_dataset(root / "catalog.csv")
+    g = src.grouping()
+    assert g.declared == "CSV group column" and g.count == 12
+    names = src.item_ids(range(len(src.pool)))
+    sp = src.split(seed=0)
+    parts = [{names[int(i)].rsplit("_", 1)[0] for i in part} for part in (sp.train, sp.val, sp.test)]
+    assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+    with pytest.raises(DataError, match="use one of them"):
+        load_dataset(root / "catalog.csv", group_by="x").grouping()
+    (root / "bad.csv").write_text("path,label,group\nbag/bag00_1.png,bag,\n")
+    with pytest.raises(DataError, match=r"line 2 \('bag/bag00_1.png'\) has an empty 'group'"):
+        load_dataset(root / "bad.csv")

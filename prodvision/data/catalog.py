@@ -147,7 +147,9 @@ class CatalogDataset(Dataset):
         limits: ImageLimits = ImageLimits(),
         skipped: Sequence[Skipped] = (),
         root: str | None = None,
+        product_ids: dict[str, str] | None = None,
     ):
+        self.product_ids = product_ids  # file -> product id, from a CSV's ``group`` column (None: not declared)
         self.samples = list(samples)
         self.classes = list(classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
@@ -245,8 +247,10 @@ class CatalogDataset(Dataset):
         verify: bool = True,
         limits: ImageLimits = ImageLimits(),
         classes: Sequence[str] | None = None,
+        group_col: str = "group",
     ) -> "CatalogDataset":
-        """A CSV manifest with a path column and a label column.
+        """A CSV manifest with a path column and a label column (and optionally ``group_col``, the product each
+        file shows: the shots of one product never straddle a split).
 
         Paths are relative to ``root`` (default: the CSV's folder). ``path_format`` turns the path column into a
         file name, e.g. Kaggle "Fashion Product Images" ``styles.csv``: ``path_col="id", label_col="articleType",
@@ -270,6 +274,8 @@ class CatalogDataset(Dataset):
                 if col not in header:
                     raise DataError(f"{csv_path}: no column {col!r}; the header has {header}")
             ip, il = header.index(path_col), header.index(label_col)
+            ig = header.index(group_col) if group_col in header else None
+            products: dict[str, str] = {}
             for lineno, row in enumerate(reader, start=2):
                 if not row:
                     continue
@@ -292,6 +298,11 @@ class CatalogDataset(Dataset):
                     skipped.append(Skipped(where, "duplicate", f"{rel!r} is listed again (first at line {line0})"))
                     continue
                 first[key] = (lineno, rel, label)
+                if ig is not None:
+                    if not row[ig].strip():
+                        raise DataError(f"{csv_path}: line {lineno} ({rel!r}) has an empty {group_col!r}; every "
+                                        f"row names its product (a product of one photo: any id of its own)")
+                    products[path] = row[ig].strip()
                 rows.append((path, label))
         classes = list(classes) if classes is not None else sorted({lab for _, lab in rows})
         candidates = []
@@ -305,7 +316,8 @@ class CatalogDataset(Dataset):
         if not candidates and not skipped:
             raise DataError(f"{csv_path}: the manifest has a header but no rows")
         samples, skipped = cls._verify(candidates, skipped, verify, limits)
-        return cls(samples, classes, transform=transform, mode=mode, limits=limits, skipped=skipped, root=str(base))
+        return cls(samples, classes, transform=transform, mode=mode, limits=limits, skipped=skipped, root=str(base),
+                   product_ids=products if ig is not None else None)
 
     @staticmethod
     def _verify(candidates, skipped, verify, limits):

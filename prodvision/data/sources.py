@@ -62,7 +62,13 @@ class Source:
         if self._grouping is None and isinstance(self.pool, CatalogDataset) and self.name not in BUILTIN:
             n = len(self.pool)
             names = self.item_ids(range(n))
-            declared = pattern_groups(names, self.group_by) if self.group_by else None
+            column = self.pool.product_ids
+            if column is not None and self.group_by:
+                raise DataError(f"{self.name}: the CSV has a group column and --group-by {self.group_by!r} is given "
+                                "too; use one of them")
+            declared = pattern_groups(names, self.group_by) if self.group_by else \
+                [column[p] for p, _ in self.pool.samples] if column is not None else None
+            how = f"--group-by '{self.group_by}'" if self.group_by else "CSV group column" if column is not None else None
             pairs = near_duplicate_pairs(lambda i: self.pool[i][0], n)
             targets = self.pool.targets
             clash = [(i, j) for i, j in pairs if targets[i] != targets[j]]
@@ -71,8 +77,7 @@ class Source:
                 raise DataError(f"{self.name}: {names[i]} ({self.classes[targets[i]]!r}) and {names[j]} "
                                 f"({self.classes[targets[j]]!r}) are one photo under two labels ({len(clash)} such "
                                 "pair(s)); keep the right label and remove the other file")
-            self._grouping = ProductGroups(product_groups(n, declared, pairs),
-                                           f"--group-by '{self.group_by}'" if self.group_by else None, pairs)
+            self._grouping = ProductGroups(product_groups(n, declared, pairs), how, pairs)
         return self._grouping
 
     def fingerprint(self) -> str:
