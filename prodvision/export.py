@@ -33,6 +33,7 @@ from .deployed import META_FIELDS, TS_EXTRA_FILE, DeployedModel, deploy_metadata
 from .errors import ConfigError, DataError
 from .evaluate import predict
 from .models import load_model
+from .runtime import eval_mode
 
 __all__ = ["ParityResult", "export_onnx", "export_torchscript", "export_checkpoint", "parity_check", "quantize_onnx",
            "prune_global", "sparsity", "measure_latency", "compression_table"]
@@ -65,10 +66,8 @@ def export_onnx(model: nn.Module, meta: Mapping[str, Any], path: str | os.PathLi
                           f"writes; the default is {ONNX_OPSET}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    was = model.training
-    model.eval()
     try:
-        with warnings.catch_warnings():
+        with eval_mode(model), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning)  # "legacy TorchScript-based ONNX export"
             torch.onnx.export(model, (_example(meta),), str(path), dynamo=False, opset_version=opset,
                               input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
@@ -78,8 +77,6 @@ def export_onnx(model: nn.Module, meta: Mapping[str, Any], path: str | os.PathLi
         newer = f"; try a newer opset, e.g. the default {ONNX_OPSET}" if opset < ONNX_OPSET else ""
         raise ConfigError(f"{meta.get('arch', 'this model')} cannot be exported to ONNX opset {opset}: {first}"
                           + newer) from None
-    finally:
-        model.train(was)
     proto = onnx.load(str(path))
     _set_onnx_meta(proto, meta)
     onnx.checker.check_model(proto)
@@ -103,15 +100,10 @@ def export_torchscript(model: nn.Module, meta: Mapping[str, Any], path: str | os
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    was = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
-            traced = torch.jit.trace(model, _example(meta))
-            torch.jit.save(traced, str(path), _extra_files={TS_EXTRA_FILE: json.dumps(meta)})
-    finally:
-        model.train(was)
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit.*deprecated")
+        traced = torch.jit.trace(model, _example(meta))
+        torch.jit.save(traced, str(path), _extra_files={TS_EXTRA_FILE: json.dumps(meta)})
     return path
 
 
@@ -158,10 +150,8 @@ def parity_check(model: nn.Module, exported, images: torch.Tensor) -> ParityResu
         exported: a path (.onnx / .ts) or a :class:`prodvision.deployed.DeployedModel`.
     """
     dep = exported if isinstance(exported, DeployedModel) else load_deployed(exported)
-    was = model.training
-    with torch.inference_mode():
-        ref = model.eval()(images).float().numpy()  # (B, K)
-    model.train(was)
+    with torch.inference_mode(), eval_mode(model):
+        ref = model(images).float().numpy()  # (B, K)
     got = dep.logits(images)  # (B, K)
     if got.shape != ref.shape:
         raise ValueError(f"exported model gives logits of shape {got.shape}, eager gives {ref.shape}")

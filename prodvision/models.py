@@ -30,6 +30,7 @@ from torch import nn
 from .checkpoint import CheckpointError, load_checkpoint
 from .config import IMAGENET_MEAN, IMAGENET_STD, MIN_INPUT_SIZE, InputSpec
 from .errors import ConfigError, DataNotFoundError
+from .runtime import eval_mode
 
 __all__ = [
     "ARCHS", "ArchSpec", "ConvBNReLU", "BasicBlock", "MiniVGG", "MiniResNet", "PretrainedWeightsUnavailable",
@@ -548,15 +549,12 @@ def describe(model: nn.Module, input_size: tuple[int, ...], *, depth: int | None
                 rows[name] = {"layer": name, "type": type(mod).__name__, "output_shape": shape,
                               "params": sum(p.numel() for p in mod.parameters())}
             hooks.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with eval_mode(model), torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(torch.zeros(1, *input_size, device=next(model.parameters()).device))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     flops = counter.get_flop_counts()
     root = type(model).__name__
     for name, row in rows.items():

@@ -20,7 +20,7 @@ from torch import nn
 from .config import PHOTO_SIZE, TrainConfig
 from .errors import ConfigError
 
-__all__ = ["resolve_device", "seed_everything", "seed_worker", "resolve_modes", "deterministic_mode", "dist_info",
+__all__ = ["resolve_device", "preserve_modes", "seed_everything", "seed_worker", "resolve_modes", "deterministic_mode", "dist_info",
            "eval_mode", "train_mode", "nhwc", "module_device", "peak_rss_mb", "reset_peak_rss", "current_rss_mb",
            "allocator", "release_memory"]
 
@@ -120,8 +120,17 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     Restoring per submodule matters for fine-tuning, where frozen BatchNorm layers stay in eval mode inside a model
     that is otherwise training (see :func:`train_mode`).
     """
+    with preserve_modes(model):
+        model.eval()
+        yield model
+
+
+@contextlib.contextmanager
+def preserve_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Whatever the block does to train/eval flags (e.g. :func:`train_mode` for a trial run), every submodule's own
+    flag is what it was afterwards. The one place that saves and restores them: library code does not write
+    ``model.train(was)`` or ``m.training = ...`` (tests/test_structure.py checks)."""
     flags = [(m, m.training) for m in model.modules()]
-    model.eval()
     try:
         yield model
     finally:

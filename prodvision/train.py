@@ -34,8 +34,8 @@ from .errors import ConfigError
 from .evaluate import loss_and_accuracy, predict
 from .models import classifier_name, param_groups
 from .progress import progress_bar
-from .runtime import (allocator, deterministic_mode, dist_info, peak_rss_mb, release_memory, reset_peak_rss,
-                      resolve_device, resolve_modes, seed_everything, seed_worker, train_mode)
+from .runtime import (allocator, deterministic_mode, dist_info, peak_rss_mb, preserve_modes, release_memory,
+                      reset_peak_rss, resolve_device, resolve_modes, seed_everything, seed_worker, train_mode)
 
 __all__ = ["TrainConfig", "History", "fit", "train_step", "train_one_epoch", "evaluate", "make_loader",
            "make_optimizer", "make_scheduler", "lr_find", "suggest_lr", "diverged"]
@@ -408,7 +408,13 @@ def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig
     device = resolve_device(cfg.device)
     deterministic, channels_last = resolve_modes(cfg, device, _input_size(train_data))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    flags = [(m, m.training) for m in model.modules()]
+    with preserve_modes(model):  # the trial run leaves the model's weights and train/eval flags as they were
+        return _lr_find(model, train_data, cfg, device, deterministic, channels_last, state, start_lr, end_lr,
+                        num_iter, beta, progress)
+
+
+def _lr_find(model, train_data, cfg, device, deterministic, channels_last, state, start_lr, end_lr, num_iter, beta,
+             progress) -> dict:
     model.to(device)
     train_mode(model, freeze_bn_stats=cfg.freeze_bn_stats)
     opt = make_optimizer(model, TrainConfig(**{**cfg.to_dict(), "lr": start_lr}))
@@ -442,8 +448,6 @@ def lr_find(model: nn.Module, train_data: Dataset | DataLoader, cfg: TrainConfig
                 break
     bar.close()
     model.load_state_dict(state)
-    for m, was in flags:
-        m.training = was
     return {"lrs": np.array(lrs), "losses": np.array(losses), **suggest_lr(lrs, losses)}
 
 

@@ -143,6 +143,30 @@ def test_one_home_per_job(job, home):
     assert homes == [home], f"{job!r} is defined in {homes}"
 
 
+#: The inline train/eval save-restore idiom (issue 22, item 1): saving a flag, writing one, or restoring with
+#: ``.train(flag)`` (which loses the per-submodule flags frozen BatchNorm relies on). runtime.eval_mode and
+#: runtime.preserve_modes are the one place that does it.
+MODE_SAVE_RESTORE = re.compile(r"=\s*[\w.]+\.training\b|\.training\s*=(?!=)|\.train\(\s*(?!True|False|mode=)[A-Za-z_]\w*\s*\)")
+
+
+def _inline_mode_juggling(root: Path) -> list[str]:
+    return [f"{p.relative_to(root).as_posix()}:{i}: {line.strip()}" for p in sorted(root.rglob("*.py"))
+            if p.name != "runtime.py" for i, line in enumerate(p.read_text().splitlines(), 1)
+            if MODE_SAVE_RESTORE.search(line.split("#")[0])]
+
+
+def test_train_mode_is_saved_and_restored_in_one_place():
+    found = _inline_mode_juggling(PKG)
+    assert not found, f"inline train/eval save-restore (use runtime.eval_mode / preserve_modes): {found}"
+
+
+def test_the_mode_check_can_fail(tmp_path):
+    (tmp_path / "a.py").write_text("was = model.training\nmodel.eval()\nmodel.train(was)\n")
+    (tmp_path / "b.py").write_text("for m, w in flags:\n    m.training = w\n")
+    (tmp_path / "ok.py").write_text("model.train()\nmodel.train(False)\nif model.training == x: pass\n")
+    assert [f.split(":")[0] for f in _inline_mode_juggling(tmp_path)] == ["a.py", "a.py", "b.py"]
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py")) +
                          sorted(p.name for p in (ROOT / "scripts").glob("*.py")))
 def test_benchmarks_and_scripts_import_what_the_package_has(script):
