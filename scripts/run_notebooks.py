@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -67,8 +68,10 @@ def run(notebooks: list[Path], params: dict[str, dict] | None = None,
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / nb.name
             try:
+                # log_output: what the cells print (what they will train, the time estimates, epoch lines) reaches
+                # the terminal as it happens, not only the output notebook (issue 24, item 9)
                 pm.execute_notebook(str(nb), str(out), parameters=p, cwd=str(NB_DIR), kernel_name="python3",
-                                    progress_bar=True, request_save_on_cell_execute=False)
+                                    progress_bar=False, log_output=True, request_save_on_cell_execute=False)
             except Exception as e:  # papermill raises PapermillExecutionError; keep the evidence, stop the run
                 failed = ROOT / "runs" / "failed"
                 failed.mkdir(parents=True, exist_ok=True)
@@ -183,6 +186,11 @@ def main() -> None:
     ap.add_argument("--params", type=Path, help="YAML: notebook prefix -> papermill parameters (needs --output-dir)")
     ap.add_argument("--output-dir", type=Path, help="write executed notebooks, figures, results and models here")
     args = ap.parse_args()
+    # papermill's log_output goes through its logger: show the cells' output and papermill's own lines, plainly
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("papermill").setLevel(logging.INFO)
+    for noisy in ("traitlets", "asyncio", "blib2to3", "matplotlib", "PIL", "numexpr"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("PRODVISION_PROGRESS", "0")  # executed notebooks keep no progress bars in their outputs
     nbs = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
     if args.prefixes:
