@@ -119,11 +119,13 @@ def register(role: str, r: Recipe) -> None:
 
 
 def recipe(role: str, *, device: str = "auto") -> Recipe:
-    """The registered recipe for ``role``, else the default one (on ``device``)."""
+    """The registered recipe for ``role``, else the default one, on ``device`` either way: the device is how a
+    model runs, not what it is (not part of the cache key), so a role registered on a GPU loads on a CPU."""
     path = _registry()
     reg = json.loads(path.read_text()) if path.is_file() else {}
     if role in reg:
-        return Recipe.from_dict(reg[role])
+        r = Recipe.from_dict(reg[role])
+        return replace(r, train=replace(r.train, device=device))
     return default_recipe(role, device=device)
 
 

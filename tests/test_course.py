@@ -93,3 +93,13 @@ def test_logits_are_computed_once_and_match_predict(tmp_path, monkeypatch):
     assert np.array_equal(course.logits("main", "val", view="mirrored")[0], want)
     with pytest.raises(ValueError, match="split must be"):
         course.logits("main", "train")
+
+
+def test_a_registered_role_runs_on_the_device_asked_for(tmp_path, monkeypatch):
+    """Issue 22, item 2: course.recipe dropped the device for registered roles, so a role registered with "cuda"
+    (the GPU tier) failed on a CPU machine. The device is a run-time field: the cache key does not change."""
+    monkeypatch.setenv("PRODVISION_CACHE", str(tmp_path))
+    r = course.default_recipe("main", epochs=1, widths=(8, 16, 32), device="cuda")
+    course.register("main", r)
+    got = course.recipe("main", device="cpu")
+    assert got.train.device == "cpu" and got.key() == r.key()
