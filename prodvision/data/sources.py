@@ -19,6 +19,7 @@ import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from ..errors import DataError, DataNotFoundError
+from ..progress import progress_bar
 from .catalog import CatalogDataset, Skipped
 from .cifar import load_cifar10
 from .fashion import ArrayDataset, load_fashion_mnist
@@ -69,7 +70,8 @@ class Source:
             declared = pattern_groups(names, self.group_by) if self.group_by else \
                 [column[p] for p, _ in self.pool.samples] if column is not None else None
             how = f"--group-by '{self.group_by}'" if self.group_by else "CSV group column" if column is not None else None
-            pairs = near_duplicate_pairs(lambda i: self.pool[i][0], n)
+            with progress_bar(total=n, desc="near-duplicates", unit="img", leave=False, disable=n < 1000) as bar:
+                pairs = near_duplicate_pairs(lambda i: self.pool[i][0], n, progress=bar.update)
             targets = self.pool.targets
             clash = [(i, j) for i, j in pairs if targets[i] != targets[j]]
             if clash:
