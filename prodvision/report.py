@@ -23,7 +23,7 @@ from .config import InputSpec
 from .data.catalog import CatalogDataset, Skipped
 from .data.groups import near_duplicate_pairs
 from .data.images import load_image
-from .data.sources import Source, file_digest, load_dataset
+from .data.sources import BUILTIN, Source, file_digest, load_dataset
 from .errors import DataError
 from .transforms import spec_transform
 
@@ -130,7 +130,7 @@ def _near_training_images(rec: dict, ds) -> tuple[list[tuple[str, str]], str | N
     """``(image of ds, training/validation file it duplicates)`` pairs found in the pixels, and a note when the
     check could not run (the training data is no longer where the run recorded it)."""
     name = rec.get("data")
-    if not name or not Path(str(name)).exists():
+    if not name or not (name in BUILTIN or Path(str(name)).exists()):
         return [], (f"the training data {name!r} is not here, so only byte-identical copies of training images were "
                     "looked for (not re-saved or resized ones)")
     train_src = load_dataset(name, verify=False)

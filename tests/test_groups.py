@@ -156,3 +156,22 @@ def test_a_csv_group_column_declares_the_products(tmp_path, rng):
     (root / "bad.csv").write_text("path,label,group\nbag/bag00_1.png,bag,\n")
     with pytest.raises(DataError, match=r"line 2 \('bag/bag00_1.png'\) has an empty 'group'"):
         load_dataset(root / "bad.csv")
+
+
+def test_the_overlap_check_finds_re_saved_icons_of_the_builtin_set(tmp_path):
+    """A model trained on the builtin icon set: a re-saved copy of one of its training icons is found in the pixels
+    (the builtin name is no folder path, and must not read as 'training data not here')."""
+    from prodvision.data import CatalogDataset, load_product_icons
+    from prodvision.report import _near_training_images
+
+    icons = load_product_icons()
+    src = load_dataset("product-icons")
+    rel = src.item_ids([0])[0]
+    (tmp_path / "apparel").mkdir()
+    Image.open(icons.samples[0][0]).convert("RGB").resize((100, 100)).save(tmp_path / "apparel" / "copy.png")
+    ds = CatalogDataset.from_folder(tmp_path)
+    twins, note = _near_training_images({"data": "product-icons", "items": "files", "train": [[rel, "x"]],
+                                         "val": []}, ds)
+    assert note is None and [t for _, t in twins] == [rel]
+    twins, note = _near_training_images({"data": str(tmp_path / "gone"), "items": "files", "train": [], "val": []}, ds)
+    assert twins == [] and "is not here" in note
