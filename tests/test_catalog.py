@@ -130,3 +130,14 @@ def test_product_icon_set_loads_through_image_folder():
     assert img.mode == "RGB" and img.size == (128, 128)
     styles = {p.split("/")[-1].split("_")[0] for p, _ in ds.samples}
     assert styles == {"emoji", "clipart"}
+
+
+def test_a_symlinked_sub_folder_is_listed_as_skipped(tiny_folder, tmp_path):
+    """Issue 24, item 10: os.walk does not follow a symlinked folder; its images were left out without a word."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tiny_folder / "bag" / "more").symlink_to(elsewhere, target_is_directory=True)
+    report = scan_folder(tiny_folder)
+    assert any(s.code == "symlink" and s.path.endswith("bag/more") for s in report.refused)
+    ds = CatalogDataset.from_folder(tiny_folder, verify=False)
+    assert any(s.code == "symlink" for s in ds.skipped)

@@ -81,11 +81,16 @@ def _is_hidden(rel: Path) -> bool:
 
 
 def _walk(root: Path) -> tuple[list[Path], list[Skipped]]:
-    """All regular files under root in sorted order; hidden files/folders reported as skipped."""
+    """All regular files under root in sorted order; hidden files/folders and symbolic links to folders (not
+    followed: they can loop or lead out of the catalog) reported as skipped."""
     files, skipped = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         rel_dir = Path(dirpath).relative_to(root)
+        for name in [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+            if not _is_hidden(rel_dir / name):
+                skipped.append(Skipped(str(root / rel_dir / name), "symlink", "a symbolic link to a folder is not "
+                                       "followed; copy or move its images into the catalog"))
         for name in sorted(filenames):
             rel = rel_dir / name
             if _is_hidden(rel):
