@@ -175,3 +175,23 @@ def test_the_overlap_check_finds_re_saved_icons_of_the_builtin_set(tmp_path):
     assert note is None and [t for _, t in twins] == [rel]
     twins, note = _near_training_images({"data": str(tmp_path / "gone"), "items": "files", "train": [], "val": []}, ds)
     assert twins == [] and "is not here" in note
+
+
+def test_a_corrupt_training_file_does_not_block_scoring_the_intact_test_split(tmp_path, make_catalog, capsys):
+    """Issue 24, item 10: one training file corrupted after training changed the data's fingerprint, so evaluate
+    refused the (intact) test split and then refused --split all too."""
+    from prodvision.cli import main
+
+    data = make_catalog(tmp_path / "catalog")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--epochs", "1", "--out", str(out), "--size", "16", "--batch-size", "8",
+                 "--device", "cpu"]) == 0
+    split = json.loads((out / "split.json").read_text())
+    (data / split["train"][0][0]).write_bytes(b"not an image any more")
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "best.pt"), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["summary"]["n"] == len(split["test"])
+    assert "changed since training" in captured.err and "unchanged: scoring them" in captured.err
+    (data / split["test"][0][0]).write_bytes(b"a test file broken too")
+    assert main(["evaluate", str(out / "best.pt")]) == 2  # the test split itself changed: refused, as before
