@@ -11,6 +11,7 @@ metric and plotting functions.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -70,8 +71,6 @@ def heldout(ck: dict[str, Any], *, data: str | None = None, split: str = "test",
     intact = not same and split != "all" and _part_is_intact(rec, source, split)
     if intact:  # e.g. one training file corrupted since: the recorded part is still there, byte for byte
         same = True
-        import sys
-
         print(f"note: {name} has changed since training (its content fingerprint differs), but all "
               f"{len(rec[split])} {split} files recorded at training time are there unchanged: scoring them",
               file=sys.stderr, flush=True)
@@ -122,8 +121,6 @@ def _refuse_overlap(rec: dict, source: Source, ds, allow: bool) -> None:
     training folder when it is still there) -- are refused unless ``allow``."""
     if rec.get("items") != "files" or not hasattr(ds, "samples"):
         return
-    import sys
-
     seen = {digest for part in ("train", "val") for _, digest in rec.get(part, [])}
     hits = {p for p, _ in ds.samples if file_digest(p)[:16] in seen}
     twins, note = _near_training_images(rec, ds)

@@ -41,8 +41,8 @@ class ProductGroups:
     def count(self) -> int:
         return len(set(self.ids))
 
-    def summary(self, n_images: int | None = None) -> str:
-        n = len(self.ids) if n_images is None else n_images
+    def summary(self) -> str:
+        n = len(self.ids)
         src = f"groups from the {self.declared}" if self.declared else "no groups declared (each image its own)"
         return (f"{n} images in {self.count} product groups ({src}; {len(self.near_duplicate_pairs)} near-duplicate "
                 "pair(s) joined); a split never cuts a group")
@@ -137,8 +137,8 @@ def shot_pattern_hint(names: Sequence[str], *, min_share: float = 0.2) -> str | 
     """A warning when file names look like several shots per product (``tote_1.jpg``, ``tote_2.jpg``) but no groups
     were declared, with the ``--group-by`` pattern that would declare them; None when they do not."""
     pattern = r"^(.+)[-_ ]\d+$"
-    stems = [re.sub(r"[-_ ]\d+$", "", str(PurePosixPath(n).with_suffix(""))) for n in names]
-    counts = Counter(s for s, n in zip(stems, names) if s != str(PurePosixPath(n).with_suffix("")))
+    matches = [re.match(pattern, str(PurePosixPath(n).with_suffix(""))) for n in names]
+    counts = Counter(m.group(1) for m in matches if m)
     shared = sum(c for c in counts.values() if c > 1)
     if not names or shared / len(names) < min_share:
         return None
